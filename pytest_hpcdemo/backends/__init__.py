@@ -1,0 +1,42 @@
+"""Executor backends behind one protocol, so that one conformance suite runs on all of them.
+
+Each backend says what it cannot offer (cancelling running work, tasks that are handed to a worker
+before one is free) instead of the tests guessing. MPI and Ray backends register here too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+BACKEND_NAMES = ("thread", "process")
+
+
+@dataclass(frozen=True)
+class Backend:
+    """How to make an executor of one kind, and the semantics it offers."""
+
+    name: str
+    make: Callable[[int], Executor]
+    # A running task can be cancelled (no concurrent.futures executor can).
+    cancels_running: bool = False
+    # Tasks beyond the running ones that are already handed to a worker and so can no longer be
+    # cancelled: ProcessPoolExecutor queues one extra call ahead of its workers.
+    prefetched: int = 0
+    # Tasks share the caller's memory (threads) rather than receiving pickled copies.
+    shares_memory: bool = False
+    # Why this backend cannot run here (missing package or launcher), None when it can.
+    missing: str | None = None
+
+
+def get_backend(name: str, start_method: str) -> Backend:
+    if name == "thread":
+        from .threads import make_thread_pool
+
+        return Backend("thread", make_thread_pool, shares_memory=True)
+    if name == "process":
+        from .processes import PREFETCHED_CALLS, make_process_pool_factory
+
+        return Backend("process", make_process_pool_factory(start_method), prefetched=PREFETCHED_CALLS)
+    raise ValueError(f"unknown executor backend {name!r}; known: {', '.join(BACKEND_NAMES)}")

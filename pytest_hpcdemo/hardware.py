@@ -1,0 +1,275 @@
+"""What this machine and session have, detected once, lazily, and without importing heavy backends.
+
+Every backend is probed by package metadata, environment variables and files under /proc and /sys,
+so that a session that selects no GPU, MPI, Ray or Numba test never imports CuPy, mpi4py, Ray or
+Numba. The probes that do need an import (NumPy's BLAS pools) run only when asked for.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from dataclasses import asdict, dataclass, field
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+
+THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
+
+# Environment variables that MPI launchers set in every rank: (size variable, rank variable, launcher).
+MPI_LAUNCHER_VARS = (
+    ("PMI_SIZE", "PMI_RANK", "MPICH (Hydra)"),
+    ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "Open MPI"),
+    ("PMIX_SIZE", "PMIX_RANK", "PMIx"),
+    ("MPI_LOCALNRANKS", "MPI_LOCALRANKID", "MPICH (local)"),
+)
+
+
+def package_version(name: str) -> str | None:
+    """The installed version of a distribution, without importing it."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _read(path: str | Path) -> str | None:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return None
+
+
+def _own_cgroup_dirs() -> list[Path]:
+    """The cgroup directories (v2 unified, then v1 cpu controller) of this process."""
+    dirs: list[Path] = []
+    text = _read("/proc/self/cgroup") or ""
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, rel = parts
+        if controllers == "":
+            dirs.append(Path("/sys/fs/cgroup") / rel.lstrip("/"))
+        elif "cpu" in controllers.split(","):
+            for base in ("/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup/cpu"):
+                dirs.append(Path(base) / rel.lstrip("/"))
+    dirs.append(Path("/sys/fs/cgroup"))
+    return dirs
+
+
+def parse_cgroup_quota(cpu_max: str | None, cfs_quota: str | None, cfs_period: str | None) -> float | None:
+    """Cores allowed by a cgroup quota: v2 ``cpu.max`` ("max 100000" or "150000 100000") or v1 files."""
+    if cpu_max:
+        quota, _, period = cpu_max.partition(" ")
+        if quota != "max" and period:
+            return int(quota) / int(period)
+        return None
+    if cfs_quota and cfs_period and int(cfs_quota) > 0:
+        return int(cfs_quota) / int(cfs_period)
+    return None
+
+
+def cgroup_cpu_quota() -> float | None:
+    """The tightest CPU quota (in cores) that applies to this process, or None when unlimited."""
+    quotas = []
+    for d in _own_cgroup_dirs():
+        q = parse_cgroup_quota(
+            _read(d / "cpu.max"), _read(d / "cpu.cfs_quota_us"), _read(d / "cpu.cfs_period_us")
+        )
+        if q is not None:
+            quotas.append(q)
+    return min(quotas) if quotas else None
+
+
+def usable_cores_from(affinity: int, quota: float | None) -> int:
+    """Cores a parallel claim may count on: the affinity mask, cut by a quota (rounded down, at least 1)."""
+    if quota is None:
+        return max(1, affinity)
+    return max(1, min(affinity, math.floor(quota)))
+
+
+def _affinity() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _memory_bytes() -> int | None:
+    for line in (_read("/proc/meminfo") or "").splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) * 1024
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def gil_state() -> tuple[bool, bool]:
+    """(free-threaded build, GIL enabled now). An extension module can re-enable the GIL at run time."""
+    free_threaded_build = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+    is_enabled = getattr(sys, "_is_gil_enabled", None)
+    gil_enabled = True if is_enabled is None else bool(is_enabled())
+    return free_threaded_build, gil_enabled
+
+
+@dataclass(frozen=True)
+class MpiInfo:
+    mpi4py: str | None
+    mpich: str | None
+    launcher: str | None  # which launcher's variables are set, None outside mpirun
+    world_size: int
+    rank: int
+    mpirun: str | None  # path of an mpirun on PATH or beside this interpreter
+
+    @property
+    def launched(self) -> bool:
+        return self.launcher is not None
+
+
+def detect_mpi(environ: dict[str, str] | None = None) -> MpiInfo:
+    env = os.environ if environ is None else environ
+    launcher, size, rank = None, 1, 0
+    for size_var, rank_var, name in MPI_LAUNCHER_VARS:
+        if size_var in env:
+            launcher, size, rank = name, int(env[size_var]), int(env.get(rank_var, "0"))
+            break
+    beside = Path(sys.executable).parent / "mpirun"
+    mpirun = str(beside) if beside.exists() else shutil.which("mpirun")
+    return MpiInfo(package_version("mpi4py"), package_version("mpich"), launcher, size, rank, mpirun)
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    cupy: str | None
+    driver: str | None  # NVIDIA kernel driver version, None when no driver is loaded
+    devices: tuple[str, ...] = ()
+
+    @property
+    def usable(self) -> bool:
+        return self.cupy is not None and bool(self.devices)
+
+    @property
+    def missing_reason(self) -> str | None:
+        if self.cupy is None:
+            return "CuPy is not installed (pip install 'pytest-hpcdemo[gpu]')"
+        if self.driver is None:
+            return "no NVIDIA driver is loaded on this machine"
+        if not self.devices:
+            return "the NVIDIA driver reports no GPU device"
+        return None
+
+
+CUPY_DISTRIBUTIONS = ("cupy", "cupy-cuda13x", "cupy-cuda12x", "cupy-cuda11x", "cupy-rocm-6-0")
+
+
+def _cupy_version() -> str | None:
+    return next(filter(None, map(package_version, CUPY_DISTRIBUTIONS)), None)
+
+
+def detect_gpu() -> GpuInfo:
+    """GPUs through the driver's files and nvidia-smi: never imports CuPy, never raises."""
+    cupy = _cupy_version()
+    driver_text = _read("/proc/driver/nvidia/version")
+    if driver_text is None:
+        return GpuInfo(cupy, None)
+    driver = driver_text.split("Kernel Module")[-1].split()[0] if "Kernel Module" in driver_text else "?"
+    devices: tuple[str, ...] = ()
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            out = subprocess.run(
+                [smi, "--query-gpu=name,memory.total,compute_cap", "--format=csv,noheader"],
+                capture_output=True, text=True, timeout=10, check=True,
+            ).stdout
+            devices = tuple(line.strip() for line in out.splitlines() if line.strip())
+        except (OSError, subprocess.SubprocessError):
+            devices = ()
+    else:
+        devices = tuple(sorted(p.name for p in Path("/dev").glob("nvidia[0-9]*")))
+    return GpuInfo(cupy, driver, devices)
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """The facts a claim's thresholds derive from."""
+
+    usable_cores: int
+    logical_cores: int
+    affinity_cores: int
+    cgroup_quota: float | None
+    memory_bytes: int | None
+    free_threaded_build: bool
+    gil_enabled: bool
+    python: str
+    start_method: str
+    thread_env: dict[str, str] = field(default_factory=dict)
+    numpy: str | None = None
+    numba: str | None = None
+    numba_threading_layer: str = "default"
+    ray: str | None = None
+    ray_address: str | None = None
+    mpi: MpiInfo | None = None
+    gpu: GpuInfo | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    def blas_pools(self) -> list[dict[str, object]]:
+        """NumPy's BLAS/OpenMP thread pools (imports NumPy; call only when NumPy is wanted)."""
+        try:
+            from threadpoolctl import threadpool_info
+        except ImportError:
+            return _numpy_blas_config()
+        import numpy  # noqa: F401  (load NumPy's BLAS so that threadpoolctl sees it)
+
+        return [
+            {k: p.get(k) for k in ("internal_api", "num_threads", "version", "threading_layer")}
+            for p in threadpool_info()
+        ]
+
+
+def _numpy_blas_config() -> list[dict[str, object]]:
+    import numpy
+
+    try:
+        blas = numpy.show_config(mode="dicts")["Build Dependencies"]["blas"]  # type: ignore[index]
+    except (TypeError, KeyError):
+        return []
+    return [{"internal_api": blas.get("name"), "num_threads": None, "version": blas.get("version")}]
+
+
+def detect(start_method: str | None = None) -> Hardware:
+    affinity = _affinity()
+    quota = cgroup_cpu_quota()
+    free_threaded_build, gil_enabled = gil_state()
+    return Hardware(
+        usable_cores=usable_cores_from(affinity, quota),
+        logical_cores=os.cpu_count() or 1,
+        affinity_cores=affinity,
+        cgroup_quota=quota,
+        memory_bytes=_memory_bytes(),
+        free_threaded_build=free_threaded_build,
+        gil_enabled=gil_enabled,
+        python=sys.version.split()[0],
+        start_method=start_method or multiprocessing.get_start_method(allow_none=True) or "default",
+        thread_env={k: os.environ[k] for k in THREAD_ENV_VARS if k in os.environ},
+        numpy=package_version("numpy"),
+        numba=package_version("numba"),
+        numba_threading_layer=os.environ.get("NUMBA_THREADING_LAYER", "default"),
+        ray=package_version("ray"),
+        ray_address=os.environ.get("RAY_ADDRESS"),
+        mpi=detect_mpi(),
+        gpu=detect_gpu(),
+    )
+
+
+@cache
+def detect_cached(start_method: str | None = None) -> Hardware:
+    return detect(start_method)

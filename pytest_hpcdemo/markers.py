@@ -1,0 +1,55 @@
+"""The markers this plugin registers, and why a marked test cannot run here (None when it can)."""
+
+from __future__ import annotations
+
+import pytest
+
+from .hardware import Hardware
+
+MARKERS = {
+    "gpu": "gpu: needs CuPy and a usable NVIDIA GPU; skipped with the reason otherwise.",
+    "mpi": "mpi(min_size=1): needs mpi4py and at least min_size MPI ranks (mpirun -n N pytest -m mpi).",
+    "numba": "numba: needs Numba; skipped with the reason otherwise.",
+    "ray": "ray: needs Ray; a local cluster on 127.0.0.1 is started unless RAY_ADDRESS names one.",
+    "cores": "cores(n): needs n usable cores (CPU affinity and cgroup quota both counted).",
+    "timing": "timing: timing-sensitive; skipped under pytest-xdist, whose workers share the cores.",
+}
+
+INSTALL_HINT = "pip install 'pytest-hpcdemo[{extra}]'"
+
+
+def _marker_int(marker: pytest.Mark, key: str, default: int) -> int:
+    value = marker.kwargs.get(key, marker.args[0] if marker.args else default)
+    if not isinstance(value, int) or value < 1:
+        raise pytest.UsageError(
+            f"@pytest.mark.{marker.name}({key}=...) takes a whole number >= 1, got {value!r}"
+        )
+    return value
+
+
+def skip_reason(item: pytest.Item, hw: Hardware, under_xdist: bool) -> str | None:
+    """Why ``item`` must be skipped on this machine and in this session, or None."""
+    if item.get_closest_marker("timing") and under_xdist:
+        return "timing-sensitive: pytest-xdist workers share the cores; run it without -n"
+    marker = item.get_closest_marker("cores")
+    if marker:
+        needed = _marker_int(marker, "n", 1)
+        if hw.usable_cores < needed:
+            quota = f", cgroup quota {hw.cgroup_quota:g}" if hw.cgroup_quota else ""
+            return (f"needs {needed} usable cores; this session has {hw.usable_cores} "
+                    f"(affinity {hw.affinity_cores}{quota})")
+    if item.get_closest_marker("numba") and hw.numba is None:
+        return f"Numba is not installed: {INSTALL_HINT.format(extra='numba')}"
+    if item.get_closest_marker("ray") and hw.ray is None:
+        return f"Ray is not installed: {INSTALL_HINT.format(extra='ray')}"
+    if item.get_closest_marker("gpu") and hw.gpu is not None and hw.gpu.missing_reason:
+        return f"no usable GPU: {hw.gpu.missing_reason}"
+    marker = item.get_closest_marker("mpi")
+    if marker and hw.mpi is not None:
+        min_size = _marker_int(marker, "min_size", 1)
+        if hw.mpi.mpi4py is None:
+            return f"mpi4py is not installed: {INSTALL_HINT.format(extra='mpi')}"
+        if hw.mpi.world_size < min_size:
+            return (f"needs {min_size} MPI ranks, this run has {hw.mpi.world_size}: "
+                    f"run: mpirun -n {min_size} pytest -m mpi")
+    return None

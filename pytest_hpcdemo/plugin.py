@@ -1,0 +1,110 @@
+"""pytest hooks only: options, markers, report header, skips, the claim summary, machine_info."""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+from collections.abc import Generator
+
+import pytest
+
+from . import fixtures
+from .markers import MARKERS, skip_reason
+from .report import hardware_info, header_lines
+from .session import OPTIONS_KEY, Options, claim_log, hardware_of
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text!r}")
+    return value
+
+
+def _confidence(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a probability, got {text!r}") from None
+    if not 0.5 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 0.5 and below 1, got {text!r}")
+    return value
+
+
+def _default_start_method() -> str:
+    methods = multiprocessing.get_all_start_methods()
+    return "forkserver" if "forkserver" in methods else "spawn"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("hpcdemo", "measured claims of the Python HPC guide")
+    group.addoption("--hpc-budget", type=_positive_seconds, default=3.0, metavar="SECONDS",
+                    help="measurement time a claim gets before an undecided one is extended (3x at most) "
+                         "and then reported inconclusive (default: 3)")
+    group.addoption("--hpc-confidence", type=_confidence, default=0.9, metavar="P",
+                    help="confidence of the interval a verdict needs, in [0.5, 1) (default: 0.9)")
+    group.addoption("--hpc-start-method", choices=multiprocessing.get_all_start_methods(),
+                    default=_default_start_method(),
+                    help="multiprocessing start method of process pools (default: forkserver; fork "
+                         "breaks after Numba's OpenMP code ran)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for line in MARKERS.values():
+        config.addinivalue_line("markers", line)
+    config.stash[OPTIONS_KEY] = Options(
+        budget_s=config.getoption("hpc_budget"),
+        confidence=config.getoption("hpc_confidence"),
+        start_method=config.getoption("hpc_start_method"),
+    )
+    config.pluginmanager.register(fixtures, "hpcdemo-fixtures")
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    return header_lines(hardware_of(config), config.getoption("hpc_start_method"))
+
+
+def _under_xdist(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "speedup" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("timing"):
+            item.add_marker(pytest.mark.timing)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    reason = skip_reason(item, hardware_of(item.config), _under_xdist(item.config))
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        reason = report.longrepr[2] if report.skipped and isinstance(report.longrepr, tuple) else ""
+        claim_log(item.config).settle(item.nodeid, report.outcome, reason)
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    log = claim_log(config)
+    if not log.records:
+        return
+    terminalreporter.section("hpcdemo claims")
+    for line in log.lines():
+        terminalreporter.write_line(line)
+    counts = ", ".join(f"{n} {verdict}" for verdict, n in sorted(log.counts().items()))
+    terminalreporter.write_line(f"claims: {counts}")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, object]) -> None:
+    machine_info["hpcdemo"] = hardware_info(hardware_of(config))

@@ -1,0 +1,102 @@
+"""The claim summary: one line per claim with its figure, threshold and verdict."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .hardware import Hardware
+from .markers import INSTALL_HINT
+
+VERDICT_BY_OUTCOME = {"passed": "holds", "failed": "fails", "skipped": "inconclusive"}
+
+
+@dataclass
+class ClaimRecord:
+    nodeid: str
+    title: str = ""  # the first line of the test's docstring: the claim in words
+    line: str = ""  # the figures
+    verdict: str | None = None  # set by the measurement, else from the test's outcome
+
+
+@dataclass
+class ClaimLog:
+    """Claims recorded during the session, in the order the tests ran."""
+
+    records: dict[str, ClaimRecord] = field(default_factory=dict)
+
+    def open(self, nodeid: str, title: str) -> None:
+        self.records.setdefault(nodeid, ClaimRecord(nodeid, title))
+
+    def record(self, nodeid: str, line: str, verdict: str | None = None) -> None:
+        rec = self.records.setdefault(nodeid, ClaimRecord(nodeid))
+        rec.line = f"{rec.line}; {line}" if rec.line else line
+        if verdict is not None and rec.verdict != "fails":
+            rec.verdict = verdict
+
+    def settle(self, nodeid: str, outcome: str, skip_reason: str = "") -> None:
+        """A claim test's outcome decides the verdict where no measurement gave one."""
+        rec = self.records.get(nodeid)
+        if rec is None:
+            return
+        if outcome == "failed":
+            rec.verdict = "fails"
+        elif rec.verdict is None:
+            rec.verdict = VERDICT_BY_OUTCOME.get(outcome, outcome)
+            if outcome == "skipped" and skip_reason and not rec.line:
+                rec.line = skip_reason
+
+    def lines(self) -> list[str]:
+        width = max((len(r.nodeid) for r in self.records.values()), default=0)
+        return [
+            f"{(r.verdict or 'not run').upper():<12} {r.nodeid:<{width}}  {r.line or r.title}"
+            for r in self.records.values()
+        ]
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for r in self.records.values():
+            key = r.verdict or "not run"
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
+
+def header_lines(hw: Hardware, start_method: str) -> list[str]:
+    """One line per backend: found, with version and the figure that matters, or missing and why."""
+    quota = f"cgroup quota {hw.cgroup_quota:g}" if hw.cgroup_quota else "no cgroup quota"
+    gil = "GIL enabled" if hw.gil_enabled else "GIL disabled (free-threaded)"
+    if hw.free_threaded_build and hw.gil_enabled:
+        gil = "GIL re-enabled on a free-threaded build"
+    threads = ", ".join(f"{k}={v}" for k, v in hw.thread_env.items()) or "no thread variables set"
+    lines = [
+        f"hpcdemo: {hw.usable_cores} usable cores of {hw.logical_cores} (affinity {hw.affinity_cores}, "
+        f"{quota}); Python {hw.python}, {gil}; process start method {start_method}",
+        f"hpcdemo: numpy {hw.numpy or 'missing'}; {threads}",
+        f"hpcdemo: numba {hw.numba} (threading layer {hw.numba_threading_layer})" if hw.numba
+        else f"hpcdemo: numba missing ({INSTALL_HINT.format(extra='numba')})",
+    ]
+    mpi = hw.mpi
+    if mpi is None or mpi.mpi4py is None:
+        lines.append(f"hpcdemo: mpi missing ({INSTALL_HINT.format(extra='mpi')})")
+    elif mpi.launched:
+        lines.append(f"hpcdemo: mpi4py {mpi.mpi4py} under {mpi.launcher}: "
+                     f"rank {mpi.rank} of {mpi.world_size}")
+    else:
+        lines.append(f"hpcdemo: mpi4py {mpi.mpi4py}, not under a launcher: run mpirun -n 4 pytest -m mpi")
+    if hw.ray is None:
+        lines.append(f"hpcdemo: ray missing ({INSTALL_HINT.format(extra='ray')})")
+    else:
+        where = f"cluster at RAY_ADDRESS={hw.ray_address}" if hw.ray_address else "local cluster on 127.0.0.1"
+        lines.append(f"hpcdemo: ray {hw.ray}, {where} (started only when a ray test runs)")
+    gpu = hw.gpu
+    if gpu is not None and gpu.usable:
+        lines.append(f"hpcdemo: gpu: cupy {gpu.cupy}, driver {gpu.driver}: {'; '.join(gpu.devices)}")
+    elif gpu is not None:
+        lines.append(f"hpcdemo: gpu missing: {gpu.missing_reason}")
+    return lines
+
+
+def hardware_info(hw: Hardware) -> dict[str, object]:
+    """The facts for pytest-benchmark's machine_info (imports NumPy for its BLAS pools)."""
+    info = hw.as_dict()
+    info["blas"] = hw.blas_pools()
+    return info

@@ -1,0 +1,130 @@
+"""The kernels the benchmarks run: top-level (so process pools can pickle them) and sized by parameter.
+
+Sizes are fixed per claim, never calibrated from a timing: under load a calibration picks a smaller
+problem and the claim then measures overhead instead of work.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+
+def cpu_bound(n: int) -> int:
+    """Pure-Python integer arithmetic that holds the GIL throughout: about 0.1 s per 1.5 million."""
+    total = 0
+    for i in range(n):
+        total += i * i % 7
+    return total
+
+
+def sum_list(values: list[int]) -> int:
+    """The guide's CPU-bound job: ``sum`` of a list."""
+    return sum(values)
+
+
+def io_wait(seconds: float) -> float:
+    """An IO-bound task: waits without using the CPU (``time.sleep`` releases the GIL)."""
+    time.sleep(seconds)
+    return seconds
+
+
+def numpy_ufuncs(size: int, repeats: int) -> float:
+    """Elementwise NumPy work on one thread: the ufunc loops release the GIL on large arrays."""
+    import numpy as np
+
+    a = np.linspace(0.0, 1.0, size)
+    out = np.empty_like(a)
+    for _ in range(repeats):
+        np.sin(a, out=out)
+        np.sqrt(out, out=out)
+    return float(out[-1])
+
+
+def identity(x: Any) -> Any:
+    """A task that does nothing: what remains is the executor's own overhead."""
+    return x
+
+
+def array_nbytes(array: Any) -> int:
+    """Receives an array through the executor (pickled on the way) and touches it."""
+    return int(array.nbytes)
+
+
+def shared_array_nbytes(name: str, shape: tuple[int, ...], dtype: str) -> int:
+    """Attaches to a ``multiprocessing.shared_memory`` block by name: no copy of the data travels."""
+    from multiprocessing import shared_memory
+
+    import numpy as np
+
+    block = shared_memory.SharedMemory(name=name)
+    try:
+        view = np.ndarray(shape, dtype=dtype, buffer=block.buf)
+        return int(view.nbytes)
+    finally:
+        del view
+        block.close()
+
+
+def wait_for_file(path: str, value: Any = None, timeout: float = 60.0) -> Any:
+    """Blocks until ``path`` exists, then returns ``value``: a task whose end the test controls.
+
+    Works the same in a thread, a process, an MPI rank or a Ray worker on this machine, so that the
+    executor conformance suite orders completions without relying on sleeps.
+    """
+    deadline = time.monotonic() + timeout
+    target = Path(path)
+    while not target.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} was not released within {timeout} s")
+        time.sleep(0.002)
+    return value
+
+
+def touch(path: str) -> None:
+    Path(path).touch()
+
+
+def raise_value_error(message: str) -> None:
+    raise ValueError(message)
+
+
+def maybe_raise(x: int, bad: int) -> int:
+    if x == bad:
+        raise ValueError(f"task {x} failed")
+    return x
+
+
+def worker_identity(seconds: float = 0.01) -> tuple[int, int]:
+    """Which process and thread ran this task (after a short wait, so that tasks overlap)."""
+    time.sleep(seconds)
+    return os.getpid(), threading.get_ident()
+
+
+def die() -> None:
+    """Ends the worker process abruptly, as a segfault or an OOM kill would."""
+    os._exit(1)
+
+
+class Counter:
+    """A shared counter for the race demonstration."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+
+def racy_increments(counter: Counter, n: int, lock: threading.Lock | None = None) -> None:
+    """Read-modify-write ``n`` times; ``time.sleep(0)`` between read and write lets others interleave."""
+    for _ in range(n):
+        if lock is None:
+            current = counter.value
+            time.sleep(0)
+            counter.value = current + 1
+        else:
+            with lock:
+                current = counter.value
+                time.sleep(0)
+                counter.value = current + 1
