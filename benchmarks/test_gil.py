@@ -122,7 +122,7 @@ def test_processes_speed_up_cpu_bound_work(speedup, hardware, pytestconfig) -> N
 
     workers = min(hardware.usable_cores, 4)
     if workers < 2:
-        pytest.skip(f"needs 2 usable cores to show a parallel speedup; this session has {hardware.usable_cores}")
+        pytest.skip(f"needs 2 usable cores for a parallel speedup; this session has {hardware.usable_cores}")
     context = multiprocessing.get_context(pytestconfig.getoption("hpc_start_method"))
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
         def serial() -> None:
@@ -142,7 +142,7 @@ def test_numpy_releases_the_gil(speedup, hardware) -> None:
     guide's "threads are for IO" is true of pure-Python code only."""
     workers = min(hardware.usable_cores, 4)
     if workers < 2:
-        pytest.skip(f"needs 2 usable cores to show a parallel speedup; this session has {hardware.usable_cores}")
+        pytest.skip(f"needs 2 usable cores for a parallel speedup; this session has {hardware.usable_cores}")
     with ThreadPoolExecutor(workers) as pool:
         args = [NUMPY_SIZE] * workers, [NUMPY_REPEATS] * workers
 

@@ -31,6 +31,9 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 # A run that is bound by one lock (the GIL) gets one core's worth of progress at most; the margin
 # covers the resolution of CPU accounting and timer noise, not any machine's speed.
 SINGLE_CORE_CEILING = 1.2
+# Windows shorter than this give no usable foreign-load figure: /proc/stat counts in clock ticks
+# (10 ms) summed over all cores, so a short window's load is mostly rounding.
+MIN_LOAD_WINDOW_S = 0.2
 # Share of the ideal extra speedup per extra worker that a CPU-bound claim demands. Measured here:
 # process pools reach 1.9-2.0 of 2 on an idle machine; the floor for 2 workers is 1.35.
 SCALING_SHARE = 0.35
@@ -78,11 +81,12 @@ def _descendant_pids(root: int) -> list[int]:
 
 
 def _pid_cpu_seconds(pid: int) -> float:
+    """CPU time of a process and of the children it has reaped (a forkserver reaps pool workers)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     except OSError:
         return 0.0  # exited meanwhile; its time reaches us through RUSAGE_CHILDREN once reaped
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return sum(int(v) for v in fields[11:15]) / CLOCK_TICKS
 
 
 def descendants_cpu_seconds() -> float:
@@ -115,13 +119,6 @@ class Timing:
     def parallelism(self) -> float:
         """Effective parallelism: cores' worth of CPU our process tree used per second of wall time."""
         return self.cpu / self.wall if self.wall > 0 else 0.0
-
-    @property
-    def foreign_load(self) -> float | None:
-        """Cores' worth of CPU that other processes used meanwhile."""
-        if self.busy is None or self.wall <= 0:
-            return None
-        return max(0.0, (self.busy - self.cpu) / self.wall)
 
 
 def timed(fn: Callable[[], object], clock: Callable[[], float] = time.perf_counter) -> Timing:
@@ -245,9 +242,23 @@ class Round:
         return self.candidate.parallelism
 
     @property
+    def wall(self) -> float:
+        return self.baseline.wall + self.candidate.wall
+
+    @property
+    def foreign_seconds(self) -> float | None:
+        """CPU seconds other processes used during the round (None where /proc/stat is missing)."""
+        if self.baseline.busy is None or self.candidate.busy is None:
+            return None
+        return self.baseline.busy + self.candidate.busy - self.baseline.cpu - self.candidate.cpu
+
+    @property
     def foreign_load(self) -> float | None:
-        loads = [t.foreign_load for t in (self.baseline, self.candidate) if t.foreign_load is not None]
-        return max(loads) if loads else None
+        """Cores' worth of CPU other processes took during the round; None for too short a round."""
+        seconds = self.foreign_seconds
+        if seconds is None or self.wall < MIN_LOAD_WINDOW_S:
+            return None
+        return max(0.0, seconds / self.wall)
 
     def value(self, metric: str) -> float:
         return float(getattr(self, metric))
@@ -276,10 +287,15 @@ class Measurement:
     rounds: list[Round] = field(default_factory=list)
     elapsed_s: float = 0.0
 
-    def contested(self, r: Round) -> bool:
-        """Other processes left fewer free cores than the claim needs during this round."""
-        load = r.foreign_load
+    def _too_loaded(self, load: float | None) -> bool:
         return load is not None and load > self.usable_cores - self.cores_needed + 0.5
+
+    def contested(self, r: Round) -> bool:
+        """Other processes left fewer free cores than the claim needs during this round. Rounds
+        too short to tell on their own are judged by the load over the whole measurement."""
+        if r.foreign_load is None and r.foreign_seconds is not None:
+            return self._too_loaded(self.foreign_load)
+        return self._too_loaded(r.foreign_load)
 
     @property
     def clean_rounds(self) -> list[Round]:
@@ -310,12 +326,19 @@ class Measurement:
                     f"{self.cores_needed} of {self.usable_cores} needed)")
         return f"too noisy to decide within {self.elapsed_s:.1f} s at {self.confidence:.0%} confidence"
 
-    def _median(self, values: list[float]) -> float:
+    @staticmethod
+    def _median(values: list[float]) -> float:
         return statistics.median(values) if values else math.nan
 
     @property
     def foreign_load(self) -> float:
-        return self._median([r.foreign_load for r in self.rounds if r.foreign_load is not None])
+        """Median over rounds long enough to tell; else the load over all rounds together."""
+        per_round = [r.foreign_load for r in self.rounds if r.foreign_load is not None]
+        if per_round:
+            return self._median(per_round)
+        seconds = [r.foreign_seconds for r in self.rounds if r.foreign_seconds is not None]
+        wall = sum(r.wall for r in self.rounds if r.foreign_seconds is not None)
+        return max(0.0, sum(seconds) / wall) if seconds and wall > 0 else math.nan
 
     def figures(self) -> dict[str, object]:
         """The figures saved in pytest-benchmark's ``extra_info``: plain JSON types only."""

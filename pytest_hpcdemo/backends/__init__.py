@@ -21,13 +21,18 @@ class Backend:
     make: Callable[[int], Executor]
     # A running task can be cancelled (no concurrent.futures executor can).
     cancels_running: bool = False
-    # Tasks beyond the running ones that are already handed to a worker and so can no longer be
-    # cancelled: ProcessPoolExecutor queues one extra call ahead of its workers.
-    prefetched: int = 0
+    # Tasks beyond the executing ones that are already handed to the workers and so can no longer
+    # be cancelled: ProcessPoolExecutor's call queue holds max_workers + 1 calls.
+    prefetch_per_worker: int = 0
+    prefetch_extra: int = 0
     # Tasks share the caller's memory (threads) rather than receiving pickled copies.
     shares_memory: bool = False
     # Why this backend cannot run here (missing package or launcher), None when it can.
     missing: str | None = None
+
+    def prefetched(self, max_workers: int) -> int:
+        """How many queued tasks a pool of ``max_workers`` may already have made uncancellable."""
+        return self.prefetch_per_worker * max_workers + self.prefetch_extra
 
 
 def get_backend(name: str, start_method: str) -> Backend:
@@ -36,7 +41,8 @@ def get_backend(name: str, start_method: str) -> Backend:
 
         return Backend("thread", make_thread_pool, shares_memory=True)
     if name == "process":
-        from .processes import PREFETCHED_CALLS, make_process_pool_factory
+        from .processes import EXTRA_QUEUED_CALLS, make_process_pool_factory
 
-        return Backend("process", make_process_pool_factory(start_method), prefetched=PREFETCHED_CALLS)
+        return Backend("process", make_process_pool_factory(start_method),
+                       prefetch_per_worker=1, prefetch_extra=EXTRA_QUEUED_CALLS)
     raise ValueError(f"unknown executor backend {name!r}; known: {', '.join(BACKEND_NAMES)}")

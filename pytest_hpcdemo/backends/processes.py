@@ -11,7 +11,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import EXTRA_QUEUED_CALLS
 
-PREFETCHED_CALLS = EXTRA_QUEUED_CALLS
+__all__ = ["EXTRA_QUEUED_CALLS", "make_process_pool_factory"]
 
 
 def make_process_pool_factory(start_method: str) -> Callable[[int], ProcessPoolExecutor]:
