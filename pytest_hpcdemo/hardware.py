@@ -8,15 +8,13 @@ Numba. The probes that do need an import (NumPy's BLAS pools) run only when aske
 from __future__ import annotations
 
 import math
-import multiprocessing
 import os
+import re
 import shutil
-import subprocess
 import sys
 import sysconfig
 from dataclasses import asdict, dataclass, field
 from functools import cache
-from importlib import metadata
 from pathlib import Path
 
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
@@ -30,12 +28,36 @@ MPI_LAUNCHER_VARS = (
 )
 
 
+_DIST_INFO = re.compile(r"^(?P<name>.+?)-(?P<version>[^-]+?)\.(?:dist|egg)-info$")
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+@cache
+def installed_versions() -> dict[str, str]:
+    """Distribution name -> version, from the *.dist-info folder names on sys.path.
+
+    One directory listing per path entry: much cheaper than importlib.metadata, which parses each
+    package's METADATA file, and it is what keeps the plugin's start-up cost near zero.
+    """
+    versions: dict[str, str] = {}
+    for entry in sys.path:
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:
+            continue
+        for item in names:
+            match = _DIST_INFO.match(item)
+            if match:
+                versions.setdefault(_normalise(match["name"]), match["version"])
+    return versions
+
+
 def package_version(name: str) -> str | None:
     """The installed version of a distribution, without importing it."""
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
+    return installed_versions().get(_normalise(name))
 
 
 def _read(path: str | Path) -> str | None:
@@ -183,6 +205,8 @@ def detect_gpu() -> GpuInfo:
     devices: tuple[str, ...] = ()
     smi = shutil.which("nvidia-smi")
     if smi:
+        import subprocess
+
         try:
             out = subprocess.run(
                 [smi, "--query-gpu=name,memory.total,compute_cap", "--format=csv,noheader"],
@@ -258,7 +282,7 @@ def detect(start_method: str | None = None) -> Hardware:
         free_threaded_build=free_threaded_build,
         gil_enabled=gil_enabled,
         python=sys.version.split()[0],
-        start_method=start_method or multiprocessing.get_start_method(allow_none=True) or "default",
+        start_method=start_method or "default",
         thread_env={k: os.environ[k] for k in THREAD_ENV_VARS if k in os.environ},
         numpy=package_version("numpy"),
         numba=package_version("numba"),

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 
-from .hardware import Hardware
+if TYPE_CHECKING:
+    from .hardware import Hardware
 
 MARKERS = {
     "gpu": "gpu: needs CuPy and a usable NVIDIA GPU; skipped with the reason otherwise.",

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import os
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -148,13 +147,14 @@ class Verdict(StrEnum):
     INCONCLUSIVE = "inconclusive"
 
 
-METRICS = ("speedup", "parallelism")
+METRICS = ("speedup", "cpu_speedup", "parallelism")
 
 
 @dataclass(frozen=True)
 class Claim:
-    """A bound on a per-round metric: ``speedup`` (baseline wall / candidate wall) or the candidate's
-    effective ``parallelism``."""
+    """A bound on a per-round metric: ``speedup`` (baseline wall / candidate wall), ``cpu_speedup``
+    (the same with CPU time of the process tree, steadier where the work is serial), or the
+    candidate's effective ``parallelism``."""
 
     metric: str
     op: str
@@ -176,6 +176,16 @@ def at_least(metric: str, threshold: float) -> Claim:
 
 def at_most(metric: str, threshold: float) -> Claim:
     return Claim(metric, "<=", threshold)
+
+
+def median(values: Sequence[float]) -> float:
+    """The median (NaN for no values); ``statistics`` costs more to import than this is worth."""
+    ordered = sorted(values)
+    n = len(ordered)
+    if n == 0:
+        return math.nan
+    mid = n // 2
+    return ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2.0
 
 
 def median_ci_rank(n: int, confidence: float) -> int:
@@ -212,16 +222,16 @@ def decide(values: Sequence[float], claim: Claim, confidence: float) -> Decision
     n = len(ordered)
     if n == 0:
         return Decision(claim, Verdict.INCONCLUSIVE, math.nan, math.nan, math.nan)
-    median = statistics.median(ordered)
+    mid = median(ordered)
     k = median_ci_rank(n, confidence)
     if k == 0:
-        return Decision(claim, Verdict.INCONCLUSIVE, median, ordered[0], ordered[-1])
+        return Decision(claim, Verdict.INCONCLUSIVE, mid, ordered[0], ordered[-1])
     low, high = ordered[k - 1], ordered[n - k]
     above, below = low >= claim.threshold, high < claim.threshold
     if claim.op == "<=":
         above, below = high <= claim.threshold, low > claim.threshold
     verdict = Verdict.HOLDS if above else Verdict.FAILS if below else Verdict.INCONCLUSIVE
-    return Decision(claim, verdict, median, low, high)
+    return Decision(claim, verdict, mid, low, high)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,6 +246,10 @@ class Round:
     @property
     def speedup(self) -> float:
         return self.baseline.wall / self.candidate.wall if self.candidate.wall > 0 else math.inf
+
+    @property
+    def cpu_speedup(self) -> float:
+        return self.baseline.cpu / self.candidate.cpu if self.candidate.cpu > 0 else math.inf
 
     @property
     def parallelism(self) -> float:
@@ -326,19 +340,15 @@ class Measurement:
                     f"{self.cores_needed} of {self.usable_cores} needed)")
         return f"too noisy to decide within {self.elapsed_s:.1f} s at {self.confidence:.0%} confidence"
 
-    @staticmethod
-    def _median(values: list[float]) -> float:
-        return statistics.median(values) if values else math.nan
-
     @property
     def foreign_load(self) -> float:
         """Median over rounds long enough to tell; else the load over all rounds together."""
         per_round = [r.foreign_load for r in self.rounds if r.foreign_load is not None]
         if per_round:
-            return self._median(per_round)
+            return median(per_round)
         seconds = [r.foreign_seconds for r in self.rounds if r.foreign_seconds is not None]
         wall = sum(r.wall for r in self.rounds if r.foreign_seconds is not None)
-        return max(0.0, sum(seconds) / wall) if seconds and wall > 0 else math.nan
+        return max(0.0, sum(seconds) / wall) if seconds and wall >= MIN_LOAD_WINDOW_S else math.nan
 
     def figures(self) -> dict[str, object]:
         """The figures saved in pytest-benchmark's ``extra_info``: plain JSON types only."""
@@ -349,10 +359,10 @@ class Measurement:
             "claim": self.name,
             "verdict": self.verdict.value,
             "reason": self.reason,
-            "speedup_median": self._median([r.speedup for r in clean]),
+            "speedup_median": median([r.speedup for r in clean]),
             "speedup_best": min(base) / min(cand) if cand else math.nan,
-            "parallelism_median": self._median([r.candidate.parallelism for r in clean]),
-            "baseline_parallelism_median": self._median([r.baseline.parallelism for r in clean]),
+            "parallelism_median": median([r.candidate.parallelism for r in clean]),
+            "baseline_parallelism_median": median([r.baseline.parallelism for r in clean]),
             "foreign_load_median": self.foreign_load,
             "rounds": len(self.rounds),
             "contested_rounds": len(self.rounds) - len(self.clean_rounds),

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import multiprocessing
+import os
 from collections.abc import Generator
 
 import pytest
 
 from . import fixtures
-from .markers import MARKERS, skip_reason
-from .report import hardware_info, header_lines
-from .session import OPTIONS_KEY, Options, claim_log, hardware_of
+from .markers import MARKERS
+from .session import OPTIONS_KEY, Options, claim_log, hardware_of, has_claims
 
 
 def _positive_seconds(text: str) -> float:
@@ -34,9 +33,10 @@ def _confidence(text: str) -> float:
     return value
 
 
-def _default_start_method() -> str:
-    methods = multiprocessing.get_all_start_methods()
-    return "forkserver" if "forkserver" in methods else "spawn"
+# fork and forkserver exist on POSIX only; spawn everywhere. Stated here rather than asked of
+# multiprocessing, whose import would be the plugin's largest start-up cost.
+START_METHODS = ("fork", "forkserver", "spawn") if os.name == "posix" else ("spawn",)
+DEFAULT_START_METHOD = "forkserver" if os.name == "posix" else "spawn"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -46,8 +46,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "and then reported inconclusive (default: 3)")
     group.addoption("--hpc-confidence", type=_confidence, default=0.9, metavar="P",
                     help="confidence of the interval a verdict needs, in [0.5, 1) (default: 0.9)")
-    group.addoption("--hpc-start-method", choices=multiprocessing.get_all_start_methods(),
-                    default=_default_start_method(),
+    group.addoption("--hpc-start-method", choices=START_METHODS, default=DEFAULT_START_METHOD,
                     help="multiprocessing start method of process pools (default: forkserver; fork "
                          "breaks after Numba's OpenMP code ran)")
 
@@ -64,6 +63,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
+    from .report import header_lines
+
     return header_lines(hardware_of(config), config.getoption("hpc_start_method"))
 
 
@@ -78,6 +79,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    from .markers import skip_reason
+
     reason = skip_reason(item, hardware_of(item.config), _under_xdist(item.config))
     if reason:
         pytest.skip(reason)
@@ -88,6 +91,8 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
+    if not has_claims(item.config):
+        return report
     if report.when == "call" or (report.when == "setup" and not report.passed):
         reason = report.longrepr[2] if report.skipped and isinstance(report.longrepr, tuple) else ""
         claim_log(item.config).settle(item.nodeid, report.outcome, reason)
@@ -95,9 +100,9 @@ def pytest_runtest_makereport(
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
-    log = claim_log(config)
-    if not log.records:
+    if not has_claims(config):
         return
+    log = claim_log(config)
     terminalreporter.section("hpcdemo claims")
     for line in log.lines():
         terminalreporter.write_line(line)
@@ -107,4 +112,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, object]) -> None:
+    from .report import hardware_info
+
     machine_info["hpcdemo"] = hardware_info(hardware_of(config))

@@ -1,29 +1,35 @@
-"""Per-session state kept on the pytest config: parsed options, detected hardware, the claim log."""
+"""Per-session state kept on the pytest config: parsed options, detected hardware, the claim log.
+
+Imports of the measurement modules happen on first use, so that a session that runs none of our
+fixtures never pays for them.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
 
 import pytest
 
-from . import measure
-from .hardware import Hardware, detect_cached
-from .report import ClaimLog
+if TYPE_CHECKING:
+    from .hardware import Hardware
+    from .measure import Settings
+    from .report import ClaimLog
 
 
-@dataclass(frozen=True)
-class Options:
+class Options(NamedTuple):
     budget_s: float
     confidence: float
     start_method: str
 
     @property
-    def measure_settings(self) -> measure.Settings:
-        return measure.Settings(budget_s=self.budget_s, confidence=self.confidence)
+    def measure_settings(self) -> Settings:
+        from .measure import Settings
+
+        return Settings(budget_s=self.budget_s, confidence=self.confidence)
 
 
 OPTIONS_KEY = pytest.StashKey[Options]()
-CLAIMS_KEY = pytest.StashKey[ClaimLog]()
+CLAIMS_KEY = pytest.StashKey["ClaimLog"]()
 
 
 def options_of(config: pytest.Config) -> Options:
@@ -31,9 +37,19 @@ def options_of(config: pytest.Config) -> Options:
 
 
 def claim_log(config: pytest.Config) -> ClaimLog:
-    return config.stash.setdefault(CLAIMS_KEY, ClaimLog())
+    if CLAIMS_KEY not in config.stash:
+        from .report import ClaimLog
+
+        config.stash[CLAIMS_KEY] = ClaimLog()
+    return config.stash[CLAIMS_KEY]
+
+
+def has_claims(config: pytest.Config) -> bool:
+    return CLAIMS_KEY in config.stash
 
 
 def hardware_of(config: pytest.Config) -> Hardware:
     """Detected on first use and cached for the process."""
+    from .hardware import detect_cached
+
     return detect_cached(options_of(config).start_method)

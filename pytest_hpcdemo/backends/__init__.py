@@ -10,7 +10,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
-BACKEND_NAMES = ("thread", "process")
+BACKEND_NAMES = ("thread", "process")  # fixtures.BACKEND_NAMES repeats it for cheap collection
 
 
 @dataclass(frozen=True)

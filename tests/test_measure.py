@@ -1,0 +1,170 @@
+"""The statistics and verdicts of measure.py on synthetic measurements: no timing involved."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+
+import pytest
+
+from pytest_hpcdemo import measure
+from pytest_hpcdemo.measure import Claim, Round, Settings, Timing, Verdict, at_least, at_most, decide
+
+
+def test_median_ci_rank_matches_binomial_tables() -> None:
+    assert measure.median_ci_rank(4, 0.9) == 0  # too few rounds for 90%
+    assert measure.median_ci_rank(5, 0.9) == 1  # [min, max] covers with 1 - 2/32 = 93.75%
+    assert measure.median_ci_rank(5, 0.95) == 0
+    assert measure.median_ci_rank(8, 0.9) == 2
+    assert measure.median_ci_rank(20, 0.95) == 6
+
+
+@pytest.mark.parametrize("n", [5, 8, 13, 20])
+def test_median_ci_covers_at_least_its_confidence(n: int) -> None:
+    """The interval covers the true median at least as often as promised (simulated)."""
+    rng = random.Random(n)
+    k = measure.median_ci_rank(n, 0.9)
+    trials = 4000
+    covered = 0
+    for _ in range(trials):
+        xs = sorted(rng.gauss(0.0, 1.0) for _ in range(n))
+        covered += xs[k - 1] <= 0.0 <= xs[n - k]
+    assert covered / trials >= 0.9 - 0.02
+
+
+def test_decide_holds_fails_and_is_inconclusive() -> None:
+    claim = at_least("speedup", 1.35)
+    assert decide([1.9, 1.95, 1.8, 2.0, 1.85], claim, 0.9).verdict is Verdict.HOLDS
+    assert decide([1.0, 1.02, 0.98, 1.01, 0.99], claim, 0.9).verdict is Verdict.FAILS
+    assert decide([1.2, 1.5, 1.3, 1.4, 1.45], claim, 0.9).verdict is Verdict.INCONCLUSIVE
+    assert decide([1.9, 1.9, 1.9, 1.9], claim, 0.9).verdict is Verdict.INCONCLUSIVE  # too few
+    assert decide([], claim, 0.9).verdict is Verdict.INCONCLUSIVE
+
+
+def test_decide_at_most() -> None:
+    claim = at_most("parallelism", 1.2)
+    assert decide([1.0, 1.01, 1.02, 0.99, 1.0], claim, 0.9).verdict is Verdict.HOLDS
+    assert decide([1.9, 1.95, 1.8, 2.0, 1.85], claim, 0.9).verdict is Verdict.FAILS
+    d = decide([1.1, 1.3, 1.15, 1.25, 1.2], claim, 0.9)
+    assert d.verdict is Verdict.INCONCLUSIVE
+    assert (d.low, d.median, d.high) == (1.1, 1.2, 1.3)
+
+
+def test_claim_rejects_unknown_metric_and_operator() -> None:
+    with pytest.raises(ValueError, match="unknown metric"):
+        Claim("latency", ">=", 1.0)
+    with pytest.raises(ValueError, match="unknown comparison"):
+        Claim("speedup", ">", 1.0)
+
+
+def test_noise_alone_rarely_fails_a_claim_that_holds() -> None:
+    """A claim whose true median sits at 1.2x its floor fails in well under 1 of 100 simulated
+    runs of 5-10 rounds with 20% noise: the verdict is inconclusive rather than wrong."""
+    rng = random.Random(7)
+    claim = at_least("speedup", 1.35)
+    fails = 0
+    for _ in range(2000):
+        n = rng.randint(5, 10)
+        values = [1.62 * math.exp(rng.gauss(0.0, 0.2)) for _ in range(n)]
+        fails += decide(values, claim, 0.9).verdict is Verdict.FAILS
+    assert fails / 2000 < 0.01
+
+
+def timing(wall: float, cpu: float | None = None, busy: float | None = None) -> Timing:
+    cpu = wall if cpu is None else cpu
+    return Timing(wall, cpu, cpu if busy is None else busy)
+
+
+def make_measurement(rounds: list[Round], claims: list[Claim], cores_needed: int = 2) -> measure.Measurement:
+    m = measure.Measurement("synthetic", tuple(claims), cores_needed, 2, 0.9)
+    m.rounds.extend(rounds)
+    return m
+
+
+def test_foreign_load_makes_rounds_contested() -> None:
+    """Rounds during which other processes held a core cannot show a 2-core claim either way."""
+    busy_round = Round(timing(1.0, busy=1.9), timing(0.95, cpu=1.0, busy=1.9))
+    m = make_measurement([busy_round] * 6, [at_least("speedup", 1.35)])
+    assert all(m.contested(r) for r in m.rounds)
+    assert m.verdict is Verdict.INCONCLUSIVE
+    assert "other processes took the cores" in m.reason
+    assert m.figures()["contested_rounds"] == 6
+
+
+def test_idle_rounds_decide() -> None:
+    idle = Round(timing(1.0), timing(0.52, cpu=1.0))
+    m = make_measurement([idle] * 6, [at_least("speedup", 1.35), at_least("parallelism", 1.35)])
+    assert m.verdict is Verdict.HOLDS
+    figures = m.figures()
+    assert figures["speedup_median"] == pytest.approx(1.0 / 0.52)
+    assert figures["parallelism_median"] == pytest.approx(1.0 / 0.52)
+    assert figures["foreign_load_median"] == pytest.approx(0.0)
+    assert "speedup 1.92 [1.92, 1.92] >= 1.35" in m.line()
+
+
+def test_short_rounds_are_judged_by_the_load_over_all_rounds() -> None:
+    """A 20 ms round is too short for /proc/stat's 10 ms ticks; the total over rounds decides."""
+    short_loaded = Round(timing(0.01, busy=0.03), timing(0.01, busy=0.03))
+    m = make_measurement([short_loaded] * 30, [at_least("speedup", 0.5)])
+    assert short_loaded.foreign_load is None
+    assert m.foreign_load == pytest.approx(2.0)
+    assert m.verdict is Verdict.INCONCLUSIVE
+
+
+def test_one_failing_claim_fails_the_measurement() -> None:
+    r = Round(timing(1.0), timing(0.5, cpu=0.5))  # 2x faster but parallelism 1: inconsistent
+    m = make_measurement([r] * 6, [at_least("speedup", 1.35), at_least("parallelism", 1.35)])
+    assert m.verdict is Verdict.FAILS
+
+
+def scripted_run(walls: dict[str, list[float]]):
+    """A stand-in for measure.timed that returns scripted wall times per function name."""
+    queues = {name: iter(values) for name, values in walls.items()}
+
+    def run(fn) -> Timing:
+        return timing(next(queues[fn.__name__]))
+
+    return run
+
+
+def baseline() -> None:
+    pass
+
+
+def candidate() -> None:
+    pass
+
+
+def test_measure_stops_once_decided() -> None:
+    run = scripted_run({"baseline": [1.0] * 100, "candidate": [0.5] * 100})
+    clock = itertools.count(0.0, 0.1).__next__
+    m = measure.measure("t", baseline, candidate, [at_least("speedup", 1.35)], cores_needed=1,
+                        usable_cores=2, settings=Settings(min_rounds=5), clock=clock, run=run)
+    assert len(m.rounds) == 5
+    assert m.verdict is Verdict.HOLDS
+
+
+def test_measure_extends_an_undecided_claim_then_gives_up_at_the_budget() -> None:
+    rng = random.Random(3)
+    walls = [1.0 / (1.35 * math.exp(rng.gauss(0.0, 0.3))) for _ in range(200)]
+    run = scripted_run({"baseline": [1.0] * 200, "candidate": walls})
+    clock = itertools.count(0.0, 1.0).__next__  # one second per clock read
+    settings = Settings(budget_s=3.0, extension=3.0, min_rounds=5, max_rounds=60)
+    m = measure.measure("t", baseline, candidate, [at_least("speedup", 1.35)], cores_needed=1,
+                        usable_cores=2, settings=settings, clock=clock, run=run)
+    assert 5 <= len(m.rounds) < 60
+    assert m.verdict is Verdict.INCONCLUSIVE
+    assert "too noisy" in m.reason
+
+
+def test_scaling_floor_derives_from_workers() -> None:
+    assert measure.scaling_floor(1) == 1.0
+    assert measure.scaling_floor(2) == pytest.approx(1.35)
+    assert measure.scaling_floor(8) > measure.scaling_floor(4)
+
+
+def test_timed_accounts_cpu_of_the_process() -> None:
+    t = measure.timed(lambda: sum(i * i for i in range(300_000)))
+    assert t.wall > 0 and t.cpu > 0
+    assert 0 < t.parallelism < 1.5  # one thread cannot use more than one core
