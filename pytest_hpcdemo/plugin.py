@@ -99,6 +99,7 @@ def pytest_runtest_makereport(
     return report
 
 
+@pytest.hookimpl(trylast=True)  # after pytest-benchmark's table: the run ends with the claims
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
     if not has_claims(config):
         return
