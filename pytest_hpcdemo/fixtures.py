@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .hardware import Hardware
 
 # Kept in step with backends.BACKEND_NAMES (a test checks it) so that collection imports nothing.
-BACKEND_NAMES = ("thread", "process")
+BACKEND_NAMES = ("thread", "process", "mpi", "ray")
 
 
 def _open_claim(request: pytest.FixtureRequest) -> None:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 from collections.abc import Generator
 
 import pytest
 
-from . import fixtures
 from .markers import MARKERS
 from .session import OPTIONS_KEY, Options, claim_log, hardware_of, has_claims
 
@@ -32,6 +32,10 @@ def _confidence(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be at least 0.5 and below 1, got {text!r}")
     return value
 
+
+# Modules with fixtures and hooks of their own, one per concern. Each keeps its module-level imports
+# to pytest and the standard library, so that registering them all costs next to nothing.
+CHAPTER_PLUGINS = ("fixtures", "mpi_plugin", "numba_plugin", "ray_plugin", "gpu_plugin", "gate_plugin")
 
 # fork and forkserver exist on POSIX only; spawn everywhere. Stated here rather than asked of
 # multiprocessing, whose import would be the plugin's largest start-up cost.
@@ -59,7 +63,9 @@ def pytest_configure(config: pytest.Config) -> None:
         confidence=config.getoption("hpc_confidence"),
         start_method=config.getoption("hpc_start_method"),
     )
-    config.pluginmanager.register(fixtures, "hpcdemo-fixtures")
+    for name in CHAPTER_PLUGINS:
+        module = importlib.import_module(f"{__package__}.{name}")
+        config.pluginmanager.register(module, f"hpcdemo-{name}")
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
-BACKEND_NAMES = ("thread", "process")  # fixtures.BACKEND_NAMES repeats it for cheap collection
+BACKEND_NAMES = ("thread", "process", "mpi", "ray")  # fixtures.BACKEND_NAMES repeats it for cheap collection
 
 
 @dataclass(frozen=True)
@@ -45,4 +45,12 @@ def get_backend(name: str, start_method: str) -> Backend:
 
         return Backend("process", make_process_pool_factory(start_method),
                        prefetch_per_worker=1, prefetch_extra=EXTRA_QUEUED_CALLS)
+    if name == "mpi":
+        from .mpi import mpi_backend
+
+        return mpi_backend()
+    if name == "ray":
+        from .ray import ray_backend
+
+        return ray_backend()
     raise ValueError(f"unknown executor backend {name!r}; known: {', '.join(BACKEND_NAMES)}")

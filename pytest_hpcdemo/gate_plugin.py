@@ -1,0 +1,1 @@
+"""gate: fixtures and hooks (see the issue that builds them)."""

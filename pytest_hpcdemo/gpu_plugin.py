@@ -1,0 +1,1 @@
+"""gpu: fixtures and hooks (see the issue that builds them)."""

@@ -1,0 +1,1 @@
+"""mpi: fixtures and hooks (see the issue that builds them)."""

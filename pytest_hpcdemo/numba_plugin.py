@@ -1,0 +1,1 @@
+"""numba: fixtures and hooks (see the issue that builds them)."""

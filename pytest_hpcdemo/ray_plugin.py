@@ -1,0 +1,1 @@
+"""ray: fixtures and hooks (see the issue that builds them)."""
