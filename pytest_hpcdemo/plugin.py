@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 from collections.abc import Generator
 
@@ -33,9 +32,13 @@ def _confidence(text: str) -> float:
     return value
 
 
-# Modules with fixtures and hooks of their own, one per concern. Each keeps its module-level imports
-# to pytest and the standard library, so that registering them all costs next to nothing.
-CHAPTER_PLUGINS = ("fixtures", "mpi_plugin", "numba_plugin", "ray_plugin", "gpu_plugin", "gate_plugin")
+# Modules with fixtures and hooks (options included) of their own, one per concern, loaded with this
+# plugin at start-up. Each keeps its module-level imports to pytest and the standard library, so
+# that loading them all costs next to nothing.
+pytest_plugins = [
+    f"pytest_hpcdemo.{name}"
+    for name in ("fixtures", "mpi_plugin", "numba_plugin", "ray_plugin", "gpu_plugin", "gate_plugin")
+]
 
 # fork and forkserver exist on POSIX only; spawn everywhere. Stated here rather than asked of
 # multiprocessing, whose import would be the plugin's largest start-up cost.
@@ -63,9 +66,7 @@ def pytest_configure(config: pytest.Config) -> None:
         confidence=config.getoption("hpc_confidence"),
         start_method=config.getoption("hpc_start_method"),
     )
-    for name in CHAPTER_PLUGINS:
-        module = importlib.import_module(f"{__package__}.{name}")
-        config.pluginmanager.register(module, f"hpcdemo-{name}")
+
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
