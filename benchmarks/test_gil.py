@@ -89,14 +89,13 @@ def test_lock_prevents_lost_updates(claim) -> None:
     claim(f"unlocked kept {unlocked} of {n * workers} updates; locked kept {locked}")
 
 
+@pytest.mark.cores(2)
 def test_gil_threads_do_not_speed_up_cpu_bound_work(speedup, hardware) -> None:
     """CPU-bound pure-Python work on N threads is no faster than serial, and the threads together
     never use more than one core: the GIL lets one thread run at a time (guide: "GIL is not
     suitable for CPU bound task"). On a free-threaded build with the GIL off the claim flips: the
     threads must scale like processes."""
     workers = min(hardware.usable_cores, 4)
-    if workers < 2:
-        pytest.skip(f"needs 2 usable cores to show the GIL; this session has {hardware.usable_cores}")
     pool = ThreadPoolExecutor(workers)
     try:
         def serial() -> None:
@@ -115,14 +114,13 @@ def test_gil_threads_do_not_speed_up_cpu_bound_work(speedup, hardware) -> None:
         pool.shutdown()
 
 
+@pytest.mark.cores(2)
 def test_processes_speed_up_cpu_bound_work(speedup, hardware, pytestconfig) -> None:
     """The same CPU-bound work on N processes is faster than serial and uses N cores: processes
     have one GIL each. (The guide stops at threads; this is the way round the GIL it implies.)"""
     import multiprocessing
 
     workers = min(hardware.usable_cores, 4)
-    if workers < 2:
-        pytest.skip(f"needs 2 usable cores for a parallel speedup; this session has {hardware.usable_cores}")
     context = multiprocessing.get_context(pytestconfig.getoption("hpc_start_method"))
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
         def serial() -> None:
@@ -137,12 +135,11 @@ def test_processes_speed_up_cpu_bound_work(speedup, hardware, pytestconfig) -> N
                 cores_needed=workers, name=f"processes x{workers} vs serial")
 
 
+@pytest.mark.cores(2)
 def test_numpy_releases_the_gil(speedup, hardware) -> None:
     """NumPy's elementwise loops release the GIL, so NumPy work does speed up on threads: the
     guide's "threads are for IO" is true of pure-Python code only."""
     workers = min(hardware.usable_cores, 4)
-    if workers < 2:
-        pytest.skip(f"needs 2 usable cores for a parallel speedup; this session has {hardware.usable_cores}")
     with ThreadPoolExecutor(workers) as pool:
         args = [NUMPY_SIZE] * workers, [NUMPY_REPEATS] * workers
 

@@ -3,13 +3,14 @@ by the tests that need them, so collecting an unrelated suite is as fast as with
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 from pytest_hpcdemo.measure import at_most
 
-MODULES, TESTS_PER_MODULE = 20, 10
+MODULES, TESTS_PER_MODULE = 10, 10
 
 
 def write_plain_suite(root: Path) -> None:
@@ -19,14 +20,17 @@ def write_plain_suite(root: Path) -> None:
 
 
 def collect_only(root: Path, *extra: str) -> None:
+    # Bytecode caching on, as for a user: otherwise every run recompiles the plugin's sources.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
-                    *extra], cwd=root, check=True, capture_output=True, timeout=120)
+                    *extra], cwd=root, env=env, check=True, capture_output=True, timeout=120)
 
 
 def test_collect_only_costs_within_five_percent(speedup, tmp_path: Path) -> None:
-    """``pytest --collect-only`` of a plain 200-test suite uses at most 5% more CPU time with the
-    plugin than with ``-p no:hpcdemo`` (the CPU time of the pytest process, paired per round)."""
+    """``pytest --collect-only`` of a plain 100-test suite takes at most 5% longer with the plugin
+    than with ``-p no:hpcdemo``. Single runs vary by +-20% on a shared machine, so each side is
+    timed best-of-3 per round: interference only adds time."""
     write_plain_suite(tmp_path)
     speedup(lambda: collect_only(tmp_path), lambda: collect_only(tmp_path, "-p", "no:hpcdemo"),
-            [at_most("cpu_speedup", 1.05)], cores_needed=1, budget_factor=3.0,
-            name="collect-only CPU: with plugin / without")
+            [at_most("speedup", 1.05)], cores_needed=1, best_of=3, budget_factor=2.0,
+            name="collect-only: with plugin / without")

@@ -193,7 +193,13 @@ def test_shutdown_cancel_futures_cancels_only_queued(executor, executor_backend,
     gates.release("running")
     for i in range(len(queued)):
         gates.release(f"q{i}")  # tasks handed ahead to a worker must be able to finish
-    pool.shutdown(wait=True)
+    # A second shutdown() would not wait (a process pool forgets its manager thread on the first),
+    # nor would wait(): a future cancelled by shutdown stays CANCELLED, which wait() never counts
+    # as done. Poll done() instead.
+    deadline = time.monotonic() + RELEASE_TIMEOUT
+    while not all(f.done() for f in [running, *queued]):
+        assert time.monotonic() < deadline, "queued work neither ran nor was cancelled"
+        time.sleep(0.01)
     assert running.result() == "running"
     assert sum(f.cancelled() for f in queued) >= len(queued) - ahead
 
