@@ -395,8 +395,15 @@ class Measurement:
         }
 
     def line(self) -> str:
-        """One line for a person: every claim's figure, interval and threshold, then the load."""
-        parts = "; ".join(d.line() for d in self.decisions)
+        """One line for a person: every claim's figure, interval and threshold, then the load.
+
+        When every round was contested, the figures shown are those of all rounds (the verdict
+        still ignores them)."""
+        decisions = self.decisions
+        if not self.clean_rounds and self.rounds:
+            decisions = [decide([r.value(c.metric) for r in self.rounds], c, self.confidence)
+                         for c in self.claims]
+        parts = "; ".join(d.line() for d in decisions)
         load = self.foreign_load
         extra = f"; foreign load {load:.2f} cores" if not math.isnan(load) else ""
         return f"{parts}; {len(self.rounds)} rounds{extra}"
