@@ -51,7 +51,7 @@ class SpeedupMeter:
         self.benchmark = benchmark
         self.log = log
 
-    def __call__(
+    def measure(
         self,
         baseline: Callable[[], object],
         candidate: Callable[[], object],
@@ -61,20 +61,35 @@ class SpeedupMeter:
         name: str = "claim",
         budget_factor: float = 1.0,
         best_of: int = 1,
+        run: measure.Run | None = None,
     ) -> measure.Measurement:
-        """``budget_factor`` scales ``--hpc-budget`` for a claim whose rounds are slow; ``best_of``
-        times each side that many times per round and keeps the fastest (see measure.best_of)."""
+        """Interleaved rounds until the claims are decided, without recording or asserting.
+
+        ``budget_factor`` scales ``--hpc-budget`` for a claim whose rounds are slow; ``best_of``
+        times each side that many times per round and keeps the fastest (see measure.best_of);
+        ``run`` replaces the timing of one call altogether (the GPU chapter's device clock)."""
         settings = replace(self.settings, budget_s=self.settings.budget_s * budget_factor)
-        m = measure.measure(
+        if run is None:
+            run = measure.timed if best_of == 1 else measure.best_of(best_of)
+        return measure.measure(
             name, baseline, candidate, claims,
             cores_needed=cores_needed, usable_cores=self.hardware.usable_cores, settings=settings,
-            run=measure.timed if best_of == 1 else measure.best_of(best_of),
+            run=run,
         )
+
+    def record(self, m: measure.Measurement) -> None:
+        """The candidate's samples become the test's benchmark entry; the figures go in extra_info."""
         figures = m.figures()
         record_samples(self.benchmark, figures["candidate_s"])  # type: ignore[arg-type]
         if self.benchmark is not None:
-            self.benchmark.extra_info.setdefault("claims", {})[name] = figures
-        self.log.record(self.nodeid, f"{name}: {m.line()}", m.verdict.value)
+            self.benchmark.extra_info.setdefault("claims", {})[m.name] = figures
+
+    def __call__(self, baseline: Callable[[], object], candidate: Callable[[], object],
+                 claims: Sequence[measure.Claim], **options: Any) -> measure.Measurement:
+        """:meth:`measure` (same options), :meth:`record`, a summary line, the verdict asserted."""
+        m = self.measure(baseline, candidate, claims, **options)
+        self.record(m)
+        self.log.record(self.nodeid, f"{m.name}: {m.line()}", m.verdict.value)
         return assert_verdict(m)
 
 

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 BACKEND_NAMES = ("thread", "process", "mpi", "ray")
 
 
-def _open_claim(request: pytest.FixtureRequest) -> None:
+def open_claim(request: pytest.FixtureRequest) -> None:
+    """Put the test on the claim summary, titled by its docstring's first line."""
     doc = (getattr(request.function, "__doc__", None) or "").strip()
     claim_log(request.config).open(request.node.nodeid, doc.splitlines()[0] if doc else "")
 
@@ -39,7 +40,7 @@ def speedup(request: pytest.FixtureRequest, hardware: Hardware, benchmark: Any) 
     verdict is asserted (fails) or turned into a skip with the figures (inconclusive)."""
     from .claims import SpeedupMeter
 
-    _open_claim(request)
+    open_claim(request)
     return SpeedupMeter(request.node.nodeid, hardware, options_of(request.config).measure_settings,
                         benchmark, claim_log(request.config))
 
@@ -49,7 +50,7 @@ def claim(request: pytest.FixtureRequest) -> ClaimNote:
     """``claim("figure ...")``: a line in the claim summary; the test's outcome gives the verdict."""
     from .claims import ClaimNote
 
-    _open_claim(request)
+    open_claim(request)
     return ClaimNote(request.node.nodeid, claim_log(request.config))
 
 

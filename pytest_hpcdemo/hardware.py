@@ -13,20 +13,13 @@ import re
 import shutil
 import sys
 import sysconfig
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
+from types import ModuleType
 
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
-
-# Environment variables that MPI launchers set in every rank: (size variable, rank variable, launcher).
-MPI_LAUNCHER_VARS = (
-    ("PMI_SIZE", "PMI_RANK", "MPICH (Hydra)"),
-    ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "Open MPI"),
-    ("PMIX_SIZE", "PMIX_RANK", "PMIx"),
-    ("MPI_LOCALNRANKS", "MPI_LOCALRANKID", "MPICH (local)"),
-)
-
 
 _DIST_INFO = re.compile(r"^(?P<name>.+?)-(?P<version>[^-]+?)\.(?:dist|egg)-info$")
 
@@ -141,6 +134,18 @@ def gil_state() -> tuple[bool, bool]:
     return free_threaded_build, gil_enabled
 
 
+def numba_threading_layer_used() -> str | None:
+    """The threading layer Numba loaded (tbb, omp, workqueue), known only once a parallel function
+    ran in this process; None before that or when Numba was never imported (it is not imported here)."""
+    numba = sys.modules.get("numba")
+    if numba is None:
+        return None
+    try:
+        return str(numba.threading_layer())
+    except ValueError:  # no parallel function has run yet
+        return None
+
+
 @dataclass(frozen=True)
 class MpiInfo:
     mpi4py: str | None
@@ -149,29 +154,33 @@ class MpiInfo:
     world_size: int
     rank: int
     mpirun: str | None  # path of an mpirun on PATH or beside this interpreter
+    local_size: int = 1  # ranks on this node: more than the usable cores is oversubscription
 
     @property
     def launched(self) -> bool:
         return self.launcher is not None
 
 
-def detect_mpi(environ: dict[str, str] | None = None) -> MpiInfo:
-    env = os.environ if environ is None else environ
-    launcher, size, rank = None, 1, 0
-    for size_var, rank_var, name in MPI_LAUNCHER_VARS:
-        if size_var in env:
-            launcher, size, rank = name, int(env[size_var]), int(env.get(rank_var, "0"))
-            break
+def detect_mpi(environ: Mapping[str, str] | None = None) -> MpiInfo:
+    """The launcher's variables (pytest_hpcdemo.mpi.LAUNCHER_VARS) and the installed packages."""
+    from .mpi import launch_of
+
+    launch = launch_of(os.environ if environ is None else environ)
     beside = Path(sys.executable).parent / "mpirun"
     mpirun = str(beside) if beside.exists() else shutil.which("mpirun")
-    return MpiInfo(package_version("mpi4py"), package_version("mpich"), launcher, size, rank, mpirun)
+    if launch is None:
+        return MpiInfo(package_version("mpi4py"), package_version("mpich"), None, 1, 0, mpirun)
+    return MpiInfo(package_version("mpi4py"), package_version("mpich"), launch.launcher, launch.size,
+                   launch.rank, mpirun, launch.local_size)
 
 
 @dataclass(frozen=True)
 class GpuInfo:
+    """What the driver's files and nvidia-smi say, without importing CuPy (cheap: fit for the header)."""
+
     cupy: str | None
     driver: str | None  # NVIDIA kernel driver version, None when no driver is loaded
-    devices: tuple[str, ...] = ()
+    devices: tuple[str, ...] = ()  # "name (memory, compute capability x.y)" per device
 
     @property
     def usable(self) -> bool:
@@ -189,10 +198,27 @@ class GpuInfo:
 
 
 CUPY_DISTRIBUTIONS = ("cupy", "cupy-cuda13x", "cupy-cuda12x", "cupy-cuda11x", "cupy-rocm-6-0")
+_DRIVER_VERSION = re.compile(r"Kernel Module\b.*?\s(\d+\.\d+(?:\.\d+)?)\s")
 
 
 def _cupy_version() -> str | None:
     return next(filter(None, map(package_version, CUPY_DISTRIBUTIONS)), None)
+
+
+def parse_driver_version(text: str) -> str:
+    """The version in /proc/driver/nvidia/version (proprietary or open kernel module); "?" if absent."""
+    match = _DRIVER_VERSION.search(text)
+    return match[1] if match else "?"
+
+
+def parse_smi_devices(csv: str) -> tuple[str, ...]:
+    """nvidia-smi's "name, memory.total, compute_cap" lines as "name (memory, compute capability x.y)"."""
+    devices = []
+    for line in filter(None, map(str.strip, csv.splitlines())):
+        name, _, rest = line.partition(", ")
+        memory, _, capability = rest.partition(", ")
+        devices.append(f"{name} ({memory}, compute capability {capability})" if capability else line)
+    return tuple(devices)
 
 
 def detect_gpu() -> GpuInfo:
@@ -201,23 +227,84 @@ def detect_gpu() -> GpuInfo:
     driver_text = _read("/proc/driver/nvidia/version")
     if driver_text is None:
         return GpuInfo(cupy, None)
-    driver = driver_text.split("Kernel Module")[-1].split()[0] if "Kernel Module" in driver_text else "?"
     devices: tuple[str, ...] = ()
     smi = shutil.which("nvidia-smi")
     if smi:
         import subprocess
 
         try:
-            out = subprocess.run(
+            devices = parse_smi_devices(subprocess.run(
                 [smi, "--query-gpu=name,memory.total,compute_cap", "--format=csv,noheader"],
                 capture_output=True, text=True, timeout=10, check=True,
-            ).stdout
-            devices = tuple(line.strip() for line in out.splitlines() if line.strip())
+            ).stdout)
         except (OSError, subprocess.SubprocessError):
             devices = ()
-    else:
+    if not devices:  # no nvidia-smi in this image, or it failed: the device files still count
         devices = tuple(sorted(p.name for p in Path("/dev").glob("nvidia[0-9]*")))
-    return GpuInfo(cupy, driver, devices)
+    return GpuInfo(cupy, parse_driver_version(driver_text), devices)
+
+
+def cuda_version_text(version: int) -> str:
+    """CUDA's integer versions (13000, 12020) as "13.0", "12.2"."""
+    return f"{version // 1000}.{version % 1000 // 10}"
+
+
+@dataclass(frozen=True)
+class CudaDevice:
+    name: str
+    compute_capability: str
+    memory_bytes: int
+
+    def __str__(self) -> str:
+        memory = f"{self.memory_bytes / 2**30:.1f} GiB"
+        return f"{self.name} (compute capability {self.compute_capability}, {memory})"
+
+
+@dataclass(frozen=True)
+class CudaRuntime:
+    """What CuPy itself reports: needs ``import cupy``, so it is probed only once a GPU test runs."""
+
+    driver_version: int | None = None  # the CUDA version the driver supports (cudaDriverGetVersion)
+    runtime_version: int | None = None  # the CUDA runtime CuPy runs on (cudaRuntimeGetVersion)
+    devices: tuple[CudaDevice, ...] = ()
+    error: str | None = None  # why CuPy cannot use a GPU here, None when it can
+
+    def summary(self) -> str:
+        if self.error:
+            return f"CuPy cannot use a GPU: {self.error}"
+        versions = "CUDA driver {}, runtime {}".format(
+            *(cuda_version_text(v) if v else "?" for v in (self.driver_version, self.runtime_version))
+        )
+        return f"{versions}; " + "; ".join(f"device {i}: {d}" for i, d in enumerate(self.devices))
+
+
+def probe_cuda(cupy: ModuleType) -> CudaRuntime:
+    """Ask an imported CuPy for its devices and CUDA versions; never raises. Without a driver or a
+    device, CuPy's runtime calls raise (CUDARuntimeError, a RuntimeError): that becomes the error."""
+    try:
+        runtime = cupy.cuda.runtime
+        count = runtime.getDeviceCount()
+        if count < 1:
+            return CudaRuntime(error="CUDA reports no device")
+        devices = []
+        for index in range(count):
+            props = runtime.getDeviceProperties(index)
+            name = props["name"]
+            devices.append(CudaDevice(name.decode() if isinstance(name, bytes) else str(name),
+                                      f"{props['major']}.{props['minor']}", int(props["totalGlobalMem"])))
+        return CudaRuntime(runtime.driverGetVersion(), runtime.runtimeGetVersion(), tuple(devices))
+    except Exception as exc:  # CUDARuntimeError, CUDADriverError, a missing CUDA library: all mean "no"
+        return CudaRuntime(error=f"{type(exc).__name__}: {exc}")
+
+
+@cache
+def cuda_runtime() -> CudaRuntime:
+    """CuPy's view of the GPUs, imported and probed once per process; never raises."""
+    try:
+        import cupy
+    except Exception as exc:  # ImportError, or a CUDA library that fails to load
+        return CudaRuntime(error=f"import cupy failed: {type(exc).__name__}: {exc}")
+    return probe_cuda(cupy)
 
 
 @dataclass(frozen=True)

@@ -137,7 +137,10 @@ def timed(fn: Callable[[], object], clock: Callable[[], float] = time.perf_count
     return Timing(wall, own1 - own0 + children1 - children0, busy)
 
 
-def best_of(repeats: int) -> Callable[[Callable[[], object]], Timing]:
+Run = Callable[[Callable[[], object]], Timing]  # how one call is timed
+
+
+def best_of(repeats: int) -> Run:
     """A ``run`` for :func:`measure` that times ``fn`` ``repeats`` times and keeps the fastest call.
 
     For short, serial work on a shared machine: interference only ever adds time, so the fastest
@@ -419,7 +422,7 @@ def measure(
     usable_cores: int,
     settings: Settings = Settings(),
     clock: Callable[[], float] = time.perf_counter,
-    run: Callable[[Callable[[], object]], Timing] = timed,
+    run: Run = timed,
 ) -> Measurement:
     """Measure ``baseline`` against ``candidate`` in interleaved rounds until every claim is decided.
 

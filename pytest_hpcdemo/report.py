@@ -71,25 +71,31 @@ def header_lines(hw: Hardware, start_method: str) -> list[str]:
         f"hpcdemo: {hw.usable_cores} usable cores of {hw.logical_cores} (affinity {hw.affinity_cores}, "
         f"{quota}); Python {hw.python}, {gil}; process start method {start_method}",
         f"hpcdemo: numpy {hw.numpy or 'missing'}; {threads}",
-        f"hpcdemo: numba {hw.numba} (threading layer {hw.numba_threading_layer})" if hw.numba
+        f"hpcdemo: numba {hw.numba}, threading layer {hw.numba_threading_layer} configured "
+        f"(the layer used goes to machine_info once parallel code ran)" if hw.numba
         else f"hpcdemo: numba missing ({INSTALL_HINT.format(extra='numba')})",
     ]
     mpi = hw.mpi
     if mpi is None or mpi.mpi4py is None:
         lines.append(f"hpcdemo: mpi missing ({INSTALL_HINT.format(extra='mpi')})")
     elif mpi.launched:
+        crowded = (f"; oversubscribed ({mpi.local_size} ranks on {hw.usable_cores} usable cores): waiting "
+                   "ranks yield their core (MPIR_CVAR_POLLS_BEFORE_YIELD=1, ...)"
+                   if mpi.local_size > hw.usable_cores else "")
         lines.append(f"hpcdemo: mpi4py {mpi.mpi4py} under {mpi.launcher}: "
-                     f"rank {mpi.rank} of {mpi.world_size}")
+                     f"rank {mpi.rank} of {mpi.world_size}{crowded}")
     else:
         lines.append(f"hpcdemo: mpi4py {mpi.mpi4py}, not under a launcher: run mpirun -n 4 pytest -m mpi")
     if hw.ray is None:
         lines.append(f"hpcdemo: ray missing ({INSTALL_HINT.format(extra='ray')})")
     else:
-        where = f"cluster at RAY_ADDRESS={hw.ray_address}" if hw.ray_address else "local cluster on 127.0.0.1"
-        lines.append(f"hpcdemo: ray {hw.ray}, {where} (started only when a ray test runs)")
+        where = (f"cluster at RAY_ADDRESS={hw.ray_address} (connected" if hw.ray_address
+                 else "local cluster on 127.0.0.1 (started")
+        lines.append(f"hpcdemo: ray {hw.ray}, {where} only when a ray test is selected; resources follow)")
     gpu = hw.gpu
     if gpu is not None and gpu.usable:
-        lines.append(f"hpcdemo: gpu: cupy {gpu.cupy}, driver {gpu.driver}: {'; '.join(gpu.devices)}")
+        # From the driver's files and nvidia-smi; CuPy's CUDA versions follow once a gpu test is collected.
+        lines.append(f"hpcdemo: gpu: cupy {gpu.cupy}, NVIDIA driver {gpu.driver}: {'; '.join(gpu.devices)}")
     elif gpu is not None:
         lines.append(f"hpcdemo: gpu missing: {gpu.missing_reason}")
     return lines
