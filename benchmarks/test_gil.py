@@ -166,7 +166,8 @@ def test_threads_overlap_io_waits(speedup) -> None:
         def threaded() -> None:
             list(pool.map(workloads.io_wait, [IO_SECONDS] * IO_TASKS))
 
-        # Half the ideal: sleeps need no core, so this bound does not depend on the machine.
-        speedup(serial, threaded, [at_least("speedup", IO_TASKS / 2)], cores_needed=1,
+        # Half the ideal: sleeps need no core, so neither this bound nor the verdict depends on the
+        # machine or its load.
+        speedup(serial, threaded, [at_least("speedup", IO_TASKS / 2)], cores_needed=0,
                 name=f"io waits x{IO_TASKS} on threads vs serial")
 

@@ -429,7 +429,11 @@ def measure(
     Rounds alternate the order (A B, then B A) so that a trend in the machine's speed cancels out.
     After ``min_rounds``, measurement stops as soon as every claim is decided; while any is not, it
     goes on until ``budget_s * extension`` seconds have passed or ``max_rounds`` is reached.
+    ``cores_needed`` is how many free cores the candidate needs to show the claim: 0 for waits
+    that use no CPU (IO-bound work), whose rounds foreign load cannot contest.
     """
+    if cores_needed < 0:
+        raise ValueError(f"cores_needed must be 0 or more, got {cores_needed}")
     m = Measurement(name, tuple(claims), cores_needed, usable_cores, settings.confidence)
     baseline(), candidate()  # warm-up: first-call costs (imports, pool start, caches) stay out
     start = clock()

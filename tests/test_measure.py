@@ -113,6 +113,14 @@ def test_short_rounds_are_judged_by_the_load_over_all_rounds() -> None:
     assert m.verdict is Verdict.INCONCLUSIVE
 
 
+def test_waits_that_need_no_core_are_never_contested() -> None:
+    loaded = Round(timing(1.0, cpu=0.0, busy=2.0), timing(0.5, cpu=0.0, busy=1.0))
+    m = make_measurement([loaded] * 6, [at_least("speedup", 1.35)], cores_needed=0)
+    assert loaded.foreign_load == pytest.approx(2.0)
+    assert not m.contested(loaded)
+    assert m.verdict is Verdict.HOLDS
+
+
 def test_one_failing_claim_fails_the_measurement() -> None:
     r = Round(timing(1.0), timing(0.5, cpu=0.5))  # 2x faster but parallelism 1: inconsistent
     m = make_measurement([r] * 6, [at_least("speedup", 1.35), at_least("parallelism", 1.35)])
