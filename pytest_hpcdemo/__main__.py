@@ -1,0 +1,78 @@
+"""``python -m pytest_hpcdemo compare [RUNS...]`` (console script ``pytest-hpcdemo``): the history of
+every benchmark and claim over saved runs, and the gate applied to the last run against the one
+before it, without re-running the suite.
+
+Exit status: 0 no regression (or nothing to compare), 1 a regression, 2 bad arguments or an
+unreadable history file (one line naming it on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from . import gate
+
+
+def _fraction(text: str) -> float:
+    try:
+        return float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction such as 0.05 or 5%, got {text!r}") from None
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pytest-hpcdemo", description=__doc__.split("\n\n")[0])
+    commands = p.add_subparsers(dest="command", required=True)
+    c = commands.add_parser("compare", help="history of saved runs, and the gate on the last one")
+    c.add_argument("runs", nargs="*", metavar="RUN",
+                   help="history files, run numbers or name prefixes (0003, 0003_abc), or globs; "
+                        "default: every saved run of this machine, oldest first")
+    c.add_argument("--storage", default="file://./.benchmarks",
+                   help="pytest-benchmark's storage (default: file://./.benchmarks)")
+    c.add_argument("--machine", default=gate.machine_id(),
+                   help="the storage sub-folder to read (default: this interpreter's, %(default)s)")
+    c.add_argument("--min-effect", type=_fraction, default=gate.DEFAULT_MIN_EFFECT, metavar="FRACTION")
+    c.add_argument("--alpha", type=float, default=gate.DEFAULT_ALPHA, metavar="P")
+    c.add_argument("--both", action="store_true", help="fail on significant improvements too")
+    c.add_argument("--busy", type=float, default=gate.DEFAULT_BUSY_LOAD, metavar="CORES",
+                   help="do not compare times taken while other processes used more than CORES cores")
+    c.add_argument("-v", "--verbose", action="store_true", help="list unchanged series too")
+    return p
+
+
+def compare(args: argparse.Namespace) -> int:
+    try:
+        thresholds = gate.Thresholds(args.min_effect, args.alpha, args.both, args.busy)
+    except ValueError as exc:
+        print(f"pytest-hpcdemo compare: {exc}", file=sys.stderr)
+        return 2
+    try:
+        storage = gate.storage_path(args.storage)
+        files = gate.resolve_runs(args.runs, storage, args.machine)
+        runs = [gate.load_run(f) for f in files]
+    except gate.HistoryError as exc:
+        print(f"pytest-hpcdemo compare: {exc}", file=sys.stderr)
+        return 2
+    if not runs:
+        print(f"no saved runs in {storage / args.machine}: nothing to compare")
+        return 0
+    for line in gate.history_table(runs):
+        print(line)
+    if len(runs) < 2:
+        print("one run only: nothing to compare")
+        return 0
+    result = gate.compare(runs[-2], runs[-1], thresholds, runs[:-1])
+    for line in result.lines(verbose=args.verbose):
+        print(line)
+    return 1 if result.failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return compare(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

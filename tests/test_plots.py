@@ -1,0 +1,82 @@
+"""The report's plots and summary from synthetic runs: Amdahl fit, files written, matplotlib missing."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from pytest_hpcdemo import gate, plots
+from pytest_hpcdemo.report import ClaimRecord
+from pytest_hpcdemo.summary_report import timing_claim_rows, write_report
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def scaling_bench(backend: str, workers: int, speedup: float) -> dict:
+    return {"fullname": f"b.py::test_{backend}[x{workers}]", "stats": {"data": [0.1, 0.11, 0.1]},
+            "extra_info": {
+                "scaling": {"workload": "cpu", "backend": backend, "workers": workers, "speedup": speedup,
+                            "ci": [speedup * 0.95, speedup * 1.05]},
+                "claims": {f"{backend} x{workers}": {
+                    "baseline_s": [0.2, 0.2], "candidate_s": [0.2 / speedup] * 2,
+                    "claims": [{"claim": "speedup >= 1.35", "median": speedup, "ci_low": speedup * 0.95,
+                                "ci_high": speedup * 1.05, "verdict": "holds"}]}},
+            }}
+
+
+def run_with_scaling(label: str = "run") -> gate.Run:
+    f = 0.2
+    benches = [scaling_bench("processes", n, plots.amdahl_speedup(f, n)) for n in (1, 2, 4)]
+    benches += [scaling_bench("threads", n, 1.0) for n in (1, 2)]
+    return gate.run_from_json({"machine_info": {}, "benchmarks": benches}, label)
+
+
+def test_amdahl_fit_recovers_the_serial_fraction() -> None:
+    points = [(n, plots.amdahl_speedup(0.2, n)) for n in (1, 2, 4, 8)]
+    assert plots.amdahl_serial_fraction(points) == pytest.approx(0.2)
+    assert plots.amdahl_serial_fraction([(n, 1.0) for n in (1, 2, 4)]) == pytest.approx(1.0)
+    assert plots.amdahl_serial_fraction([(n, float(n)) for n in (1, 2, 4)]) == pytest.approx(0.0)
+    assert plots.amdahl_serial_fraction([(1, 0.97)]) is None  # one worker says nothing about f
+
+
+def test_report_writes_plots_and_summary(tmp_path: Path) -> None:
+    current = run_with_scaling("this run")
+    claims = [ClaimRecord("b.py::test_processes[x2]", "", "speedup 1.67 [1.6, 1.7] >= 1.35", "holds")]
+    written = write_report(tmp_path / "rep", current, [run_with_scaling("0001_old")], None, claims)
+    names = [p.name for p in written]
+    assert names == ["summary.md", "summary.html", "scaling-cpu-processes.png", "scaling-cpu-threads.png",
+                     "history.png"]
+    for path in written[2:]:
+        assert path.read_bytes().startswith(PNG) and path.stat().st_size > 10_000
+    md = written[0].read_text()
+    assert "cpu on processes: Amdahl serial fraction 0.20" in md
+    assert "cpu on threads: Amdahl serial fraction 1.00" in md
+    assert "| holds | b.py::test_processes[x2] | speedup 1.67 [1.6, 1.7] >= 1.35 |" in md
+    assert "| b.py::test_processes[x2] | processes x2 | speedup 1.67 [1.58, 1.75] | >= 1.35 | holds |" in md
+    assert "<img src='scaling-cpu-processes.png'>" in written[1].read_text()
+
+
+def test_report_without_matplotlib_still_writes_the_summary(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    written = write_report(tmp_path, run_with_scaling(), [], None, [])
+    assert [p.name for p in written] == ["summary.md", "summary.html"]
+    assert f"> plots skipped: {plots.MISSING}" in written[0].read_text()
+
+
+def test_claim_without_clean_rounds_says_so() -> None:
+    bench = scaling_bench("processes", 2, 1.0)
+    bench["extra_info"]["claims"]["processes x2"]["claims"][0].update(
+        median=float("nan"), ci_low=float("nan"), ci_high=float("nan"), verdict="inconclusive")
+    (row,) = timing_claim_rows(gate.run_from_json({"benchmarks": [bench]}, "run"))
+    assert row[2:] == ("speedup: no round free of other processes' load", ">= 1.35", "inconclusive")
+
+
+def test_contested_points_are_drawn_but_not_fitted(tmp_path: Path) -> None:
+    points = [{"workers": 1, "speedup": 1.0}, {"workers": 2, "speedup": 1.9},
+              {"workers": 4, "speedup": 1.1, "contested": True}]
+    fraction = plots.scaling_plot("t", points, tmp_path / "s.png")
+    assert fraction == pytest.approx(plots.amdahl_serial_fraction([(2, 1.9)]))
+    assert (tmp_path / "s.png").read_bytes().startswith(PNG)
