@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -128,3 +130,63 @@ def racy_increments(counter: Counter, n: int, lock: threading.Lock | None = None
                 current = counter.value
                 time.sleep(0)
                 counter.value = current + 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Numba: one kernel, the midpoint rule for pi = integral of 4 / (1 + x^2) over [0, 1], in every
+# flavour the Numba chapter compares. Numba is imported inside the functions that need it.
+
+NUMBA_FLAVOURS = ("njit", "nogil", "parallel")
+PI_SIGNATURE = "float64(int64)"
+
+
+def pi_midpoint(n: int) -> float:
+    """Pure Python, n intervals. Numba compiles this very function (``numba_kernel``), and
+    benchmarks/c_kernels/pi_midpoint.c is its C twin: same operations in the same order, so the
+    three agree to the last bit."""
+    h = 1.0 / n
+    total = 0.0
+    for i in range(n):
+        x = (i + 0.5) * h
+        total += 4.0 / (1.0 + x * x)
+    return total * h
+
+
+def pi_midpoint_numpy(n: int) -> float:
+    """The same sum as NumPy expressions: one temporary array per operation, pairwise summation."""
+    import numpy as np
+
+    h = 1.0 / n
+    x = (np.arange(n) + 0.5) * h
+    return float(np.sum(4.0 / (1.0 + x * x)) * h)
+
+
+@cache
+def numba_kernel(flavour: str) -> Callable[[int], float]:
+    """``pi_midpoint`` compiled by Numba, eagerly (for ``PI_SIGNATURE``), so that compilation is over
+    when this returns and never lands in a timed call: ``njit`` holds the GIL while it runs,
+    ``nogil`` releases it, ``parallel`` splits the loop with ``prange`` over Numba's threads."""
+    import numba
+
+    if flavour == "njit":
+        return numba.njit(PI_SIGNATURE)(pi_midpoint)
+    if flavour == "nogil":
+        return numba.njit(PI_SIGNATURE, nogil=True)(pi_midpoint)
+    if flavour == "parallel":
+        prange = numba.prange
+
+        def pi_midpoint_prange(n: int) -> float:
+            h = 1.0 / n
+            total = 0.0
+            for i in prange(n):
+                x = (i + 0.5) * h
+                total += 4.0 / (1.0 + x * x)
+            return total * h
+
+        return numba.njit(PI_SIGNATURE, parallel=True)(pi_midpoint_prange)
+    raise ValueError(f"unknown Numba flavour {flavour!r}; expected one of {NUMBA_FLAVOURS}")
+
+
+def numba_pi_parallel(n: int) -> float:
+    """The ``prange`` kernel, picklable for pool workers (each worker compiles its own copy)."""
+    return numba_kernel("parallel")(n)
