@@ -20,6 +20,9 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 EXTRAS = "all,dev"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+MPI_RANKS = 4
+MPI_TIMEOUT_S = 900
+NO_TESTS_COLLECTED = 5  # pytest's exit status when the selection is empty
 
 
 def run(*cmd: str | Path) -> int:
@@ -55,12 +58,28 @@ def bench(extra: list[str]) -> int:
                   *extra)
 
 
+def mpi_pytest(*args: str) -> int:
+    """pytest under the mpich wheel's mpirun on MPI_RANKS ranks; the plugin's per-test deadline ends
+    a hung test, this timeout only a launcher that never starts."""
+    cmd = [str(BIN / "mpirun"), "-n", str(MPI_RANKS), str(BIN / "python"), "-m", "pytest", *args]
+    print("+", " ".join(cmd), flush=True)
+    try:
+        return subprocess.call(cmd, cwd=ROOT, timeout=MPI_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        print(f"mpirun did not end within {MPI_TIMEOUT_S} s", file=sys.stderr)
+        return 1
+
+
 def test(extra: list[str]) -> int:
     steps = [
         ("tests", "benchmarks", *extra),  # everything, serially: timing claims included
         ("-n", "2", "-q", "benchmarks"),  # semantics under xdist; timing claims skip there
     ]
     failed = [" ".join(step) for step in steps if pytest(*step) != 0]
+    mpi = ("-m", "mpi", "-q", *extra)  # the MPI chapter as the README runs it: mpirun -n 4 pytest -m mpi
+    status = mpi_pytest(*mpi)
+    if status != 0 and not (status == NO_TESTS_COLLECTED and extra):  # extra args may select no MPI test
+        failed.append(f"-m mpi under mpirun -n {MPI_RANKS} " + " ".join(mpi[2:]))
     if failed:
         print("failed: pytest " + "; pytest ".join(failed), file=sys.stderr)
     return 1 if failed else 0

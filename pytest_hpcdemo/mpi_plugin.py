@@ -1,1 +1,247 @@
-"""mpi: fixtures and hooks (see the issue that builds them)."""
+"""mpi: ``mpirun -n N pytest -m mpi`` as typed, with one report, agreed outcomes and no hangs.
+
+Under an MPI launcher (or with ``--with-mpi``) every rank runs the same session: only rank 0 prints
+and saves benchmarks; each test phase's outcome is exchanged on a private communicator so that a
+failure on any rank fails the test on all, and rank 0 shows it; a watchdog aborts the job when a test
+runs past its deadline. pytest-mpi, when installed, is told that MPI tests are enabled: this plugin
+decides which run and says why the others skip.
+
+Module-level imports: pytest and the standard library (``pytest_hpcdemo.mpi`` is stdlib-only).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import sys
+from collections.abc import Generator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .mpi import MpiBenchmark, MpiSession, launch_of, yield_when_idle
+from .plugin import _positive_seconds
+
+SESSION_KEY = pytest.StashKey["MpiSession | None"]()
+STDOUT_KEY = pytest.StashKey[Any]()  # rank > 0: sys.stdout while the terminal reporter is made
+DEFAULT_DEADLINE_S = 60.0
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("hpcdemo")
+    group.addoption("--mpi-deadline", type=_positive_seconds, default=DEFAULT_DEADLINE_S, metavar="SECONDS",
+                    help="under MPI, a test running longer dumps every thread's stack and aborts the "
+                         "job; the marker mpi(deadline=S) overrides it (default: 60)")
+    if importlib.util.find_spec("pytest_mpi") is None:  # else pytest-mpi's own option, same meaning
+        group.addoption("--with-mpi", action="store_true", default=False,
+                        help="run as an MPI session under a launcher this plugin does not recognise")
+
+
+def session_of(config: pytest.Config) -> MpiSession | None:
+    return config.stash.get(SESSION_KEY, None)
+
+
+def _start_session(config: pytest.Config) -> MpiSession | None:
+    launch = launch_of(os.environ)
+    if launch is None and not getattr(config.option, "with_mpi", False):
+        return None
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker of a rank is not a rank itself
+        return None
+    from .hardware import detect_cached
+
+    cores = detect_cached(config.getoption("hpc_start_method")).usable_cores
+    oversubscribed = launch is not None and launch.local_size > cores
+    if oversubscribed:
+        yield_when_idle(os.environ)  # before MPI starts
+    try:
+        return MpiSession(launch.launcher if launch else "--with-mpi", oversubscribed,
+                          config.getoption("mpi_deadline"), config.option.basetemp)
+    except ImportError:
+        raise pytest.UsageError("an MPI launcher started this pytest but mpi4py is not installed: "
+                                "pip install 'pytest-hpcdemo[mpi]'") from None
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's tmp_path factory and terminal reporter are made
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(SharedTmpPath(), "hpcdemo-mpi-tmp-path")
+    session = _start_session(config)
+    config.stash[SESSION_KEY] = session
+    if session is None:
+        return
+    config.option.basetemp = str(session.rank_tmp)
+    if session.rank != 0:  # the terminal reporter writes nowhere: rank 0 reports for all
+        config.stash[STDOUT_KEY] = sys.stdout
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (the reporter keeps it for the session)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    config = session.config
+    if STDOUT_KEY in config.stash:
+        sys.stdout = config.stash[STDOUT_KEY]
+    if hasattr(config.option, "with_mpi") and not getattr(config.option, "only_mpi", False):
+        config.option.with_mpi = True  # pytest-mpi: MPI tests are enabled; this plugin skips with reasons
+    benchmarks = getattr(config, "_benchmarksession", None)
+    mpi = session_of(config)
+    if mpi is not None and mpi.rank != 0 and benchmarks is not None:
+        benchmarks.disabled = True  # rank 0 alone saves pytest-benchmark's entries
+        benchmarks.save = benchmarks.autosave = benchmarks.json = None
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    session = session_of(config)
+    if session is not None:
+        session.close()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """MPI tests that cannot run get a skip marker with the reason (pytest-mpi's is never added:
+    it is told MPI tests are enabled); mpi_benchmark users are timing tests."""
+    for item in items:
+        if "mpi_benchmark" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("timing"):
+            item.add_marker(pytest.mark.timing)
+    marked = [(item, marker) for item in items if (marker := item.get_closest_marker("mpi"))]
+    if not marked:
+        return
+    from .markers import mpi_skip_reason
+    from .session import hardware_of
+
+    mpi = session_of(config)
+    for item, marker in marked:
+        _deadline(item)  # a bad deadline is a usage error now, not in the middle of the run
+        reason = mpi_skip_reason(marker, hardware_of(config).mpi, mpi.size if mpi else None)
+        if reason:
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    mpi = session_of(session.config)
+    if mpi is not None:
+        mismatch = mpi.collection_mismatch([item.nodeid for item in session.items], session.testsfailed)
+        if mismatch:
+            raise pytest.UsageError(mismatch)
+
+
+def _deadline(item: pytest.Item) -> float:
+    marker = item.get_closest_marker("mpi")
+    value = marker.kwargs.get("deadline") if marker else None
+    if value is None:
+        return float(item.config.getoption("mpi_deadline"))
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise pytest.UsageError(f"@pytest.mark.mpi(deadline=...) takes seconds > 0, got {value!r}")
+    return float(value)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
+    mpi = session_of(item.config)
+    if mpi is None:
+        return (yield)
+    seconds = _deadline(item)
+    with mpi.watchdog.armed(seconds, f"{item.nodeid} ran past its deadline of {seconds:g} s "
+                                     "(--mpi-deadline, or the marker mpi(deadline=S))"):
+        return (yield)
+
+
+def _text(report: pytest.TestReport) -> str:
+    if report.skipped and isinstance(report.longrepr, tuple):
+        return str(report.longrepr[2])
+    return report.longreprtext if report.failed else ""
+
+
+def _agree(mpi: MpiSession, report: pytest.TestReport) -> None:
+    """Every rank ends the phase with the worst outcome of any rank (failed, then skipped)."""
+    gathered = mpi.gather_outcome(report.outcome, _text(report), f"{report.nodeid} ({report.when})")
+    failed = [(rank, text) for rank, (outcome, text) in enumerate(gathered) if outcome == "failed"]
+    skipped = [(rank, text) for rank, (outcome, text) in enumerate(gathered) if outcome == "skipped"]
+    if [rank for rank, _ in failed] == [mpi.rank]:  # this rank's own report, as pytest made it
+        report.sections.append(("MPI", f"failed on rank {mpi.rank} of {mpi.size} only"))
+    elif failed:
+        by_text: dict[str, list[str]] = {}
+        for rank, text in failed:
+            by_text.setdefault(text, []).append(str(rank))
+        sections = [f"{'_' * 30} rank {', '.join(ranks)} {'_' * 30}\n{text}"
+                    for text, ranks in by_text.items()]
+        report.outcome = "failed"
+        report.longrepr = "\n".join([f"failed on rank {', '.join(str(r) for r, _ in failed)} of {mpi.size}",
+                                     *sections])
+    elif skipped and not failed and not report.skipped:
+        rank, reason = skipped[0]
+        path, lineno, _ = report.location
+        report.outcome = "skipped"
+        report.longrepr = (path, (lineno or 0) + 1, f"skipped on rank {rank} of {mpi.size}: {reason}")
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)  # innermost: the other wrappers see the agreed report
+def pytest_runtest_makereport(item: pytest.Item) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    mpi = session_of(item.config)
+    if mpi is not None and mpi.size > 1:
+        _agree(mpi, report)
+    return report
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session) -> Generator[None, None, None]:
+    mpi = session_of(session.config)
+    if mpi is not None:
+        session.exitstatus = mpi.agree_exitstatus(session.exitstatus)  # every rank exits alike
+    return (yield)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixtures
+
+
+def _mpi4py_or_skip() -> Any:
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        pytest.skip("mpi4py is not installed: pip install 'pytest-hpcdemo[mpi]'")
+    return MPI
+
+
+@pytest.fixture
+def comm() -> Iterator[Any]:
+    """A fresh duplicate of COMM_WORLD for this test (its messages match no other test's)."""
+    dup = _mpi4py_or_skip().COMM_WORLD.Dup()
+    yield dup
+    dup.Free()
+
+
+class SharedTmpPath:
+    """Holds ``mpi_tmp_path``; registered at configure, after pytest-mpi, so that this one is used
+    rather than pytest-mpi's fixture of the same name."""
+
+    @pytest.fixture
+    def mpi_tmp_path(self, request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+        """One directory shared by every rank of this test (``tmp_path`` is each rank's own)."""
+        mpi = session_of(request.config)
+        if mpi is None:
+            return tmp_path
+        return mpi.shared_dir(re.sub(r"[^\w.-]", "_", request.node.name)[:60])
+
+
+@pytest.fixture
+def mpi_benchmark(request: pytest.FixtureRequest, benchmark: Any) -> Iterator[MpiBenchmark]:
+    """``mpi_benchmark(fn, name=...)`` times ``fn`` on every rank (same rounds, barrier before each,
+    slowest rank's time); ``mpi_benchmark.compare(baseline, candidate, claims, name=...)`` asserts
+    ratio claims. Saved as this test's pytest-benchmark entry by rank 0."""
+    from .fixtures import open_claim
+    from .session import claim_log, hardware_of, options_of
+
+    MPI = _mpi4py_or_skip()
+    mpi = session_of(request.config)
+    dup = MPI.COMM_WORLD.Dup()
+    cores = hardware_of(request.config).usable_cores
+    run = {"size": dup.Get_size(), "launcher": mpi.launcher if mpi else None,
+           "oversubscribed": mpi.oversubscribed if mpi else False, "usable_cores": cores,
+           "mpi_library": MPI.Get_library_version().splitlines()[0].strip()}
+    open_claim(request)
+    options = options_of(request.config)
+    yield MpiBenchmark(dup, benchmark, request.node.nodeid, claim_log(request.config),
+                       options.confidence, options.budget_s, run)
+    dup.Free()

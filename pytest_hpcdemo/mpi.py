@@ -1,0 +1,352 @@
+"""MPI session support: launcher detection, a watchdog that aborts instead of deadlocking, the
+plugin's private communicator (outcome agreement, collection check, exit status, shared temporary
+directories) and barrier-synchronised timing (the same rounds on every rank, max over ranks).
+
+Module-level imports are the standard library only: mpi4py is imported when a session starts.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import hashlib
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NamedTuple, TextIO
+
+# What launchers set in every rank: (size, rank, ranks on this node, launcher name).
+LAUNCHER_VARS = (
+    ("PMI_SIZE", "PMI_RANK", "MPI_LOCALNRANKS", "MPICH (Hydra)"),
+    ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE", "Open MPI"),
+    ("PMIX_SIZE", "PMIX_RANK", "PMIX_LOCAL_SIZE", "PMIx"),
+    ("MPI_LOCALNRANKS", "MPI_LOCALRANKID", "MPI_LOCALNRANKS", "MPICH (local)"),
+)
+
+# With more ranks than cores, a rank waiting in MPI must give its core away instead of polling
+# (MPICH at thread level SINGLE: each collective 8-11 ms instead of ~20 us; see NOTES). Set before
+# MPI starts, and only where the user has not set them.
+YIELD_WHEN_IDLE = {
+    "MPIR_CVAR_POLLS_BEFORE_YIELD": "1",
+    "MPIR_CVAR_CH4_PROGRESS_THROTTLE": "1",
+    "MPIR_CVAR_CH4_PROGRESS_THROTTLE_NO_PROGRESS_COUNT": "1",
+    "OMPI_MCA_mpi_yield_when_idle": "1",
+}
+
+# A rank whose test failed waits this long for the others to reach the end of the test; longer
+# means they are blocked in a collective that the failed rank never entered, and the job is ended.
+FAILED_RANK_GRACE_S = 10.0
+ABORT_DELAY_S = 1.0
+
+
+# How often a rank that waits for the others checks on them. It sleeps in between, so that with more
+# ranks than cores the ranks still working get the cores (MPI's own waits poll or yield, and yielding
+# ranks still take a share of a crowded machine).
+WAIT_POLL_S = 0.0002
+
+
+def wait_sleeping(comm: Any) -> None:
+    """A barrier on ``comm`` that sleeps while it waits."""
+    request = comm.Ibarrier()
+    while not request.Test():
+        time.sleep(WAIT_POLL_S)
+
+
+class Launch(NamedTuple):
+    launcher: str
+    size: int
+    rank: int
+    local_size: int  # ranks on this node
+
+
+def launch_of(environ: Mapping[str, str]) -> Launch | None:
+    """The launcher this process runs under, from its environment; None outside one."""
+    for size_var, rank_var, local_var, name in LAUNCHER_VARS:
+        if size_var in environ:
+            size = int(environ[size_var])
+            return Launch(name, size, int(environ.get(rank_var, "0")), int(environ.get(local_var, size)))
+    return None
+
+
+def yield_when_idle(environ: dict[str, str] | os._Environ[str]) -> None:
+    for name, value in YIELD_WHEN_IDLE.items():
+        environ.setdefault(name, value)
+
+
+class Watchdog:
+    """A thread that, past a deadline, prints why, dumps every thread's stack and aborts the job.
+
+    A SIGALRM handler never runs while the main thread is blocked inside MPI; this thread does.
+    """
+
+    def __init__(self, describe: str, abort: Callable[[], None]) -> None:
+        self.describe = describe  # "rank 2 of 4"
+        self._abort = abort
+        # Pytest captures fd 2 during tests; the dump must reach the real stderr.
+        self._stderr: TextIO = os.fdopen(os.dup(2), "w")
+        self._cond = threading.Condition()
+        self._deadline: float | None = None
+        self._what = ""
+        threading.Thread(target=self._run, name="hpcdemo-mpi-watchdog", daemon=True).start()
+
+    @contextmanager
+    def armed(self, seconds: float, what: str) -> Iterator[None]:
+        """Within the block, the job is aborted ``seconds`` from now (or earlier if already armed)."""
+        with self._cond:
+            saved = (self._deadline, self._what)
+            deadline = time.monotonic() + seconds
+            if self._deadline is None or deadline < self._deadline:
+                self._deadline, self._what = deadline, what
+            self._cond.notify()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._deadline, self._what = saved
+                self._cond.notify()
+
+    def _run(self) -> None:
+        with self._cond:
+            while self._deadline is None or time.monotonic() < self._deadline:
+                timeout = None if self._deadline is None else self._deadline - time.monotonic()
+                self._cond.wait(timeout)
+            what = self._what
+        self._stderr.write(f"\nhpcdemo: {self.describe}: {what}\n"
+                           f"hpcdemo: {self.describe}: every thread's stack follows; aborting the MPI job\n")
+        self._stderr.flush()
+        faulthandler.dump_traceback(file=self._stderr, all_threads=True)
+        self._stderr.flush()
+        # Ranks whose deadlines pass together all get their dumps out (and forwarded by the
+        # launcher) before the first abort ends every process.
+        time.sleep(ABORT_DELAY_S)
+        self._abort()
+
+
+class MpiSession:
+    """The plugin's side of an MPI run: a private duplicate of COMM_WORLD, so that its messages
+    never match a test's, and the agreements every rank must reach."""
+
+    def __init__(self, launcher: str, oversubscribed: bool, deadline_s: float, basetemp: str | None) -> None:
+        from mpi4py import MPI
+
+        self.comm = MPI.COMM_WORLD.Dup()
+        self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+        self.launcher, self.oversubscribed, self.deadline_s = launcher, oversubscribed, deadline_s
+        self.watchdog = Watchdog(f"rank {self.rank} of {self.size}", lambda: MPI.COMM_WORLD.Abort(1))
+        self._own_base = basetemp is None
+        base: str | None = basetemp
+        if self.rank == 0 and basetemp is None:
+            base = tempfile.mkdtemp(prefix="pytest-hpcdemo-mpi-")
+        elif self.rank == 0:
+            shutil.rmtree(Path(basetemp) / "shared", ignore_errors=True)  # a previous run's
+        base = self.collective("the session start", lambda: self.comm.bcast(base, root=0))
+        self.base = Path(base).resolve()
+        self.base.mkdir(parents=True, exist_ok=True)  # pytest makes the rank's base below it
+        self.rank_tmp = self.base / f"rank{self.rank}"  # each rank's own pytest base: no clean-up races
+        self._shared_count = 0
+
+    def collective(self, what: str, fn: Callable[[], Any]) -> Any:
+        """Run a plugin collective under the deadline."""
+        why = f"the ranks did not meet for {what} within {self.deadline_s:g} s"
+        with self.watchdog.armed(self.deadline_s, why):
+            return fn()
+
+    def collection_mismatch(self, nodeids: Sequence[str], errors: int) -> str | None:
+        """None when every rank collected the same tests, else the error to raise on every rank."""
+        digest = hashlib.sha256("\n".join(nodeids).encode()).hexdigest()[:12]
+        mine = (len(nodeids), errors, digest)
+        everyone = self.collective("the collection check", lambda: self.comm.allgather(mine))
+        if len(set(everyone)) == 1:
+            return None
+        lines = "; ".join(f"rank {r}: {n} tests, {e} errors, ids {d}" for r, (n, e, d) in enumerate(everyone))
+        return (f"MPI ranks collected different tests ({lines}): every rank must see the same files, "
+                "options and selection")
+
+    def gather_outcome(self, outcome: str, text: str, what: str) -> list[tuple[str, str]]:
+        """Every rank's (outcome, text) for one test phase. A failed rank that is left waiting
+        (the others block in a collective it never entered) ends the job instead of hanging."""
+        if outcome != "failed":
+            wait_sleeping(self.comm)
+            return self.comm.allgather((outcome, text))
+        why = (f"{what} failed on this rank and the other ranks did not reach its end within "
+               f"{FAILED_RANK_GRACE_S:g} s (waiting in a collective this rank never entered?); "
+               f"the failure:\n{text}")
+        with self.watchdog.armed(FAILED_RANK_GRACE_S, why):
+            wait_sleeping(self.comm)
+            return self.comm.allgather((outcome, text))
+
+    def agree_exitstatus(self, status: int) -> int:
+        return max(self.collective("the end of the session", lambda: self.comm.allgather(int(status))))
+
+    def shared_dir(self, name: str) -> Path:
+        """A fresh directory that every rank sees (on one node, or under a shared --basetemp)."""
+        self._shared_count += 1
+        path = self.base / "shared" / f"{self._shared_count:04d}-{name}"
+        if self.rank == 0:
+            path.mkdir(parents=True)
+        self.collective("a shared temporary directory", self.comm.Barrier)
+        return path
+
+    def close(self) -> None:
+        self.collective("the end of the session", self.comm.Barrier)
+        if self._own_base:
+            shutil.rmtree(self.rank_tmp, ignore_errors=True)
+            self.collective("the end of the session", self.comm.Barrier)
+            if self.rank == 0:
+                shutil.rmtree(self.base, ignore_errors=True)
+        self.comm.Free()
+
+
+# ---------------------------------------------------------------------------------------------
+# Barrier-synchronised timing
+
+
+class MpiTimer:
+    """Times a callable on every rank of ``comm`` alike: rank 0 calibrates and broadcasts the
+    iteration and round counts, each round starts after a barrier, and a round's time is the
+    maximum over ranks (the collective operation ends when its slowest rank does)."""
+
+    def __init__(self, comm: Any, min_round_s: float = 0.01, max_iterations: int = 1 << 16) -> None:
+        self.comm, self.min_round_s, self.max_iterations = comm, min_round_s, max_iterations
+
+    def round(self, fn: Callable[[], object], iterations: int) -> float:
+        """Seconds per iteration of one round, the slowest rank's."""
+        from mpi4py import MPI
+
+        wait_sleeping(self.comm)
+        t0 = time.perf_counter()
+        for _ in range(iterations):
+            fn()
+        seconds = time.perf_counter() - t0
+        wait_sleeping(self.comm)  # a rank done early sleeps rather than polls while others still run
+        return self.comm.allreduce(seconds, op=MPI.MAX) / iterations
+
+    def calibrate(self, fn: Callable[[], object], time_s: float, min_rounds: int = 5,
+                  max_rounds: int = 50) -> tuple[int, int]:
+        """(rounds, iterations): rounds of at least ``min_round_s`` within about ``time_s``."""
+        iterations = 1
+        while True:
+            seconds = self.round(fn, iterations) * iterations
+            grow = self.comm.bcast(seconds < self.min_round_s and iterations < self.max_iterations, root=0)
+            if not grow:
+                break
+            iterations *= 2
+        rounds = max(min_rounds, min(max_rounds, int(time_s / max(seconds, 1e-9))))
+        return self.comm.bcast((rounds, iterations), root=0)
+
+    def rounds(self, fn: Callable[[], object], rounds: int, iterations: int) -> list[float]:
+        return [self.round(fn, iterations) for _ in range(rounds)]
+
+    def interleaved(self, baseline: Callable[[], object], candidate: Callable[[], object], rounds: int,
+                    iterations: tuple[int, int]) -> tuple[list[float], list[float]]:
+        """Per-iteration seconds of both, in the order A B, B A, A B, ... (drifts hit both alike)."""
+        base: list[float] = []
+        cand: list[float] = []
+        for i in range(rounds):
+            pair = [(base, baseline, iterations[0]), (cand, candidate, iterations[1])]
+            for out, fn, n in pair if i % 2 == 0 else pair[::-1]:
+                out.append(self.round(fn, n))
+        return base, cand
+
+
+class MpiBenchmark:
+    """The ``mpi_benchmark`` fixture: MpiTimer rounds, stored as this test's pytest-benchmark entry
+    (the first measurement of the test) with the figures and the MPI run in ``extra_info``."""
+
+    def __init__(self, comm: Any, benchmark: Any, nodeid: str, log: Any, confidence: float,
+                 budget_s: float, run: dict[str, Any]) -> None:
+        from mpi4py import MPI
+
+        self.timer = MpiTimer(comm)
+        self.benchmark, self.nodeid, self.log = benchmark, nodeid, log
+        self.confidence, self.budget_s, self.run = confidence, budget_s, run
+        # The machine's busy time tells other processes' load only when all ranks share the machine.
+        self.one_node = len(set(comm.allgather(MPI.Get_processor_name()))) == 1
+        if benchmark is not None:
+            benchmark.extra_info["mpi"] = run
+
+    def _record(self, name: str, samples: Sequence[float], figures: dict[str, Any]) -> None:
+        from .claims import record_samples
+
+        record_samples(self.benchmark, samples)
+        if self.benchmark is not None:
+            self.benchmark.extra_info.setdefault("claims", {})[name] = figures
+
+    def __call__(self, fn: Callable[[], object], *, name: str, budget_factor: float = 0.1) -> dict[str, Any]:
+        """Time ``fn`` (called on every rank) and return its figures: seconds per call, slowest rank."""
+        from .measure import median
+
+        rounds, iterations = self.timer.calibrate(fn, self.budget_s * budget_factor)
+        samples = self.timer.rounds(fn, rounds, iterations)
+        figures = {"median_s": median(samples), "min_s": min(samples), "rounds": rounds,
+                   "iterations": iterations, "samples_s": samples}
+        self._record(name, samples, figures)
+        return figures
+
+    def _foreign_load(self, run: Callable[[], object]) -> float | None:
+        """Cores' worth of CPU that processes other than the ranks took while ``run`` ran."""
+        from mpi4py import MPI
+
+        from .measure import system_busy_seconds
+
+        busy0, cpu0, t0 = system_busy_seconds(), time.process_time(), time.perf_counter()
+        run()
+        wall = time.perf_counter() - t0
+        ours = self.timer.comm.allreduce(time.process_time() - cpu0, op=MPI.SUM)
+        busy1 = system_busy_seconds()
+        if busy0 is None or busy1 is None or not self.one_node:
+            return None
+        return self.timer.comm.bcast(max(0.0, (busy1 - busy0 - ours) / wall), root=0)
+
+    def compare(self, baseline: Callable[[], object], candidate: Callable[[], object], claims: Sequence[Any],
+                *, name: str, cores_needed: int = 1, budget_factor: float = 0.3) -> dict[str, Any]:
+        """Interleaved rounds of both; each claim (metric ``speedup`` = baseline time / candidate
+        time) gets a verdict from the per-round ratios: fails the test, holds, or skips it as
+        inconclusive with the figures, as does a failure while other processes took the cores the
+        claim needs. Every rank sees the same (max over ranks) times and reaches the same verdict."""
+        import pytest
+
+        from . import measure
+
+        time_s = self.budget_s * budget_factor / 2
+        rounds_b, iter_b = self.timer.calibrate(baseline, time_s)
+        rounds_c, iter_c = self.timer.calibrate(candidate, time_s)
+        rounds = max(rounds_b, rounds_c, 7)
+        times: list[list[float]] = []
+        load = self._foreign_load(
+            lambda: times.extend(self.timer.interleaved(baseline, candidate, rounds, (iter_b, iter_c))))
+        base, cand = times
+        ratios = [b / c for b, c in zip(base, cand, strict=True)]
+        decisions = [measure.decide(ratios, claim, self.confidence) for claim in claims]
+        verdicts = {d.verdict for d in decisions}
+        verdict = (measure.Verdict.FAILS if measure.Verdict.FAILS in verdicts
+                   else measure.Verdict.HOLDS if verdicts == {measure.Verdict.HOLDS}
+                   else measure.Verdict.INCONCLUSIVE)
+        reason = f"too noisy to decide at {self.confidence:.0%}"
+        if load is not None and load > self.run["usable_cores"] - cores_needed + 0.5:
+            reason = f"other processes took {load:.2f} cores; this claim needs {cores_needed}"
+            if verdict is measure.Verdict.FAILS:
+                verdict = measure.Verdict.INCONCLUSIVE
+        line = "; ".join(d.line() for d in decisions) + f"; {rounds} rounds"
+        if load is not None:
+            line += f"; foreign load {load:.2f} cores"
+        figures = {
+            "claim": name, "verdict": verdict.value, "speedup_median": measure.median(ratios),
+            "baseline_median_s": measure.median(base), "candidate_median_s": measure.median(cand),
+            "rounds": rounds, "iterations": [iter_b, iter_c], "confidence": self.confidence,
+            "foreign_load": load, "cores_needed": cores_needed,
+            "claims": [{"claim": str(d.claim), "verdict": d.verdict.value, "median": d.median,
+                        "ci_low": d.low, "ci_high": d.high} for d in decisions],
+            "baseline_s": base, "candidate_s": cand,
+        }
+        self._record(name, cand, figures)
+        self.log.record(self.nodeid, f"{name}: {line}", verdict.value)
+        if verdict is measure.Verdict.FAILS:
+            pytest.fail(f"claim fails: {name}: {line}", pytrace=False)
+        if verdict is measure.Verdict.INCONCLUSIVE:
+            pytest.skip(f"inconclusive: {name}: {reason}: {line}")
+        return figures
