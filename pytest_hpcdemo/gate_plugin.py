@@ -9,13 +9,14 @@ Only pytest and the standard library are imported here at start-up.
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from .optiontypes import number, percent_or_fraction
 
 if TYPE_CHECKING:
     from .gate import GateReport, Run, Thresholds
@@ -31,34 +32,10 @@ CURRENT_KEY = pytest.StashKey[dict[str, Any]]()
 RESULT_KEY = pytest.StashKey[list[str]]()
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a fraction such as 0.05 or 5%, got {text!r}") from None
-    if not 0 <= value < 10:
-        raise argparse.ArgumentTypeError(f"must be a fraction in [0, 10), got {text!r}")
-    return value
-
-
-def _alpha(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a probability, got {text!r}") from None
-    if not 0 < value < 0.5:
-        raise argparse.ArgumentTypeError(f"must be above 0 and below 0.5, got {text!r}")
-    return value
-
-
-def _cores(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected cores, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more cores, got {text!r}")
-    return value
+_fraction = number("a fraction such as 0.05 or 5%", lambda v: 0 <= v < 10, "a fraction in [0, 10)",
+                   parse=percent_or_fraction)
+_alpha = number("a probability", lambda v: 0 < v < 0.5, "above 0 and below 0.5")
+_cores = number("cores", lambda v: v >= 0, "0 or more cores")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

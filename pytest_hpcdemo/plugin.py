@@ -2,34 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections.abc import Generator
 
 import pytest
 
 from .markers import MARKERS
+from .optiontypes import number
 from .session import OPTIONS_KEY, Options, claim_log, hardware_of, has_claims
 
-
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text!r}")
-    return value
-
-
-def _confidence(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a probability, got {text!r}") from None
-    if not 0.5 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 0.5 and below 1, got {text!r}")
-    return value
+_positive_seconds = number("seconds", lambda v: v > 0, "more than 0 seconds")
+_confidence = number("a probability", lambda v: 0.5 <= v < 1, "at least 0.5 and below 1")
 
 
 # Modules with fixtures and hooks (options included) of their own, one per concern, loaded with this
