@@ -109,7 +109,8 @@ def test_gil_threads_do_not_speed_up_cpu_bound_work(speedup, hardware) -> None:
             claims = [at_most("speedup", SINGLE_CORE_CEILING), at_most("parallelism", SINGLE_CORE_CEILING)]
         else:  # free-threaded: the guide's claim does not hold, and this test says so by flipping
             claims = [at_least("speedup", scaling_floor(workers))]
-        speedup(serial, threaded, claims, cores_needed=workers, name=f"threads x{workers} vs serial")
+        speedup(serial, threaded, claims, cores_needed=workers, same_work=True,
+                name=f"threads x{workers} vs serial")
     finally:
         pool.shutdown()
 
@@ -132,7 +133,7 @@ def test_processes_speed_up_cpu_bound_work(speedup, hardware, pytestconfig) -> N
 
         floor = scaling_floor(workers)
         speedup(serial, parallel, [at_least("speedup", floor), at_least("parallelism", floor)],
-                cores_needed=workers, name=f"processes x{workers} vs serial")
+                cores_needed=workers, same_work=True, name=f"processes x{workers} vs serial")
 
 
 @pytest.mark.cores(2)
@@ -151,7 +152,7 @@ def test_numpy_releases_the_gil(speedup, hardware) -> None:
             list(pool.map(workloads.numpy_ufuncs, *args))
 
         floor = scaling_floor(workers)
-        speedup(serial, threaded, [at_least("speedup", floor)], cores_needed=workers,
+        speedup(serial, threaded, [at_least("speedup", floor)], cores_needed=workers, same_work=True,
                 name=f"numpy threads x{workers} vs serial")
 
 

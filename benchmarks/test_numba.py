@@ -117,7 +117,8 @@ def threads_claim(speedup: SpeedupMeter, workers: int, kernel: Kernel, claims: l
         def threaded() -> None:
             list(pool.map(kernel, [THREAD_N] * workers))
 
-        speedup(serial, threaded, claims, cores_needed=workers, name=name, budget_factor=SHORT_ROUNDS)
+        speedup(serial, threaded, claims, cores_needed=workers, same_work=True, name=name,
+                budget_factor=SHORT_ROUNDS)
 
 
 def test_nogil_threads_scale(speedup, hardware, kernels: dict[str, Kernel]) -> None:
@@ -159,7 +160,7 @@ def test_prange_scales_with_cores(speedup, hardware, kernels: dict[str, Kernel],
     floor = scaling_floor(threads)
     speedup(lambda: njit(THREAD_N), lambda: parallel(THREAD_N),
             [at_least("speedup", floor), at_least("parallelism", floor)], cores_needed=threads,
-            name=f"prange on {threads} threads vs serial njit", budget_factor=SHORT_ROUNDS)
+            same_work=True, name=f"prange on {threads} threads vs serial njit", budget_factor=SHORT_ROUNDS)
 
 
 def test_set_num_threads_limits_prange(speedup, hardware, kernels: dict[str, Kernel]) -> None:
@@ -167,7 +168,7 @@ def test_set_num_threads_limits_prange(speedup, hardware, kernels: dict[str, Ker
     worth of CPU (about two, were it ignored on two cores)."""
     import numba
 
-    parallel_workers(hardware)
+    threads = parallel_workers(hardware)
     parallel, njit = kernels["parallel"], kernels["njit"]
     default = numba.get_num_threads()
 
@@ -178,8 +179,10 @@ def test_set_num_threads_limits_prange(speedup, hardware, kernels: dict[str, Ker
         finally:
             numba.set_num_threads(default)
 
+    # The cores must be free to tell: were the setting ignored, parallelism would need them all.
     speedup(lambda: njit(THREAD_N), one_thread, [at_most("parallelism", SINGLE_CORE_CEILING)],
-            cores_needed=1, name="prange after set_num_threads(1) vs serial njit", budget_factor=SHORT_ROUNDS)
+            cores_needed=threads, same_work=True, name="prange after set_num_threads(1) vs serial njit",
+            budget_factor=SHORT_ROUNDS)
 
 
 def test_numba_num_threads_is_respected(hardware, claim) -> None:

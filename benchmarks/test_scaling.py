@@ -49,7 +49,8 @@ def _measure(speedup: Any, benchmark: Any, pool: Executor, backend: str, workers
         list(pool.map(workloads.cpu_bound, [CPU_TASK] * TASKS))
 
     try:
-        speedup(_serial, parallel, claims, cores_needed=workers, name=name, budget_factor=0.4)
+        speedup(_serial, parallel, claims, cores_needed=workers, same_work=True, name=name,
+                budget_factor=0.4)
     finally:
         _scaling_point(benchmark, name, backend, workers)
 

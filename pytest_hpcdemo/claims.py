@@ -60,21 +60,20 @@ class SpeedupMeter:
         cores_needed: int = 1,
         name: str = "claim",
         budget_factor: float = 1.0,
-        best_of: int = 1,
-        run: measure.Run | None = None,
+        repeats: int = 1,
+        same_work: bool = False,
+        run: measure.Run = measure.timed,
     ) -> measure.Measurement:
         """Interleaved rounds until the claims are decided, without recording or asserting.
 
-        ``budget_factor`` scales ``--hpc-budget`` for a claim whose rounds are slow; ``best_of``
-        times each side that many times per round and keeps the fastest (see measure.best_of);
-        ``run`` replaces the timing of one call altogether (the GPU chapter's device clock)."""
+        ``budget_factor`` scales ``--hpc-budget`` for a claim whose rounds are slow; ``repeats``
+        and ``same_work`` are :func:`measure.measure`'s; ``run`` replaces the timing of one call
+        (the GPU chapter's device clock)."""
         settings = replace(self.settings, budget_s=self.settings.budget_s * budget_factor)
-        if run is None:
-            run = measure.timed if best_of == 1 else measure.best_of(best_of)
         return measure.measure(
             name, baseline, candidate, claims,
             cores_needed=cores_needed, usable_cores=self.hardware.usable_cores, settings=settings,
-            run=run,
+            run=run, same_work=same_work, repeats=repeats,
         )
 
     def record(self, m: measure.Measurement) -> None:

@@ -162,8 +162,8 @@ class MpiInfo:
 
 
 def detect_mpi(environ: Mapping[str, str] | None = None) -> MpiInfo:
-    """The launcher's variables (pytest_hpcdemo.mpi.LAUNCHER_VARS) and the installed packages."""
-    from .mpi import launch_of
+    """The launcher's variables (pytest_hpcdemo.mpi_launch.LAUNCHER_VARS) and the installed packages."""
+    from .mpi_launch import launch_of
 
     launch = launch_of(os.environ if environ is None else environ)
     beside = Path(sys.executable).parent / "mpirun"

@@ -33,6 +33,10 @@ SINGLE_CORE_CEILING = 1.2
 # Windows shorter than this give no usable foreign-load figure: /proc/stat counts in clock ticks
 # (10 ms) summed over all cores, so a short window's load is mostly rounding.
 MIN_LOAD_WINDOW_S = 0.2
+# Where baseline and candidate do the same CPU work, their CPU times should agree. A round in which
+# one side needed this much more CPU than the other ran on slowed cores: contention the guest
+# cannot see (another VM on the host, an SMT sibling), which /proc/stat does not report as load.
+SAME_WORK_CPU_TOLERANCE = 1.25
 # Share of the ideal extra speedup per extra worker that a CPU-bound claim demands. Measured here:
 # process pools reach 1.9-2.0 of 2 on an idle machine; the floor for 2 workers is 1.35.
 SCALING_SHARE = 0.35
@@ -138,21 +142,6 @@ def timed(fn: Callable[[], object], clock: Callable[[], float] = time.perf_count
 
 
 Run = Callable[[Callable[[], object]], Timing]  # how one call is timed
-
-
-def best_of(repeats: int) -> Run:
-    """A ``run`` for :func:`measure` that times ``fn`` ``repeats`` times and keeps the fastest call.
-
-    For short, serial work on a shared machine: interference only ever adds time, so the fastest
-    of a few calls filters the bursts that make single calls useless for a few-percent claim.
-    """
-    if repeats < 1:
-        raise ValueError(f"repeats must be at least 1, got {repeats}")
-
-    def run(fn: Callable[[], object]) -> Timing:
-        return min((timed(fn) for _ in range(repeats)), key=lambda t: t.wall)
-
-    return run
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,6 +255,11 @@ class Round:
         return self.baseline.wall / self.candidate.wall if self.candidate.wall > 0 else math.inf
 
     @property
+    def cpu_inflation(self) -> float:
+        """Candidate CPU over baseline CPU: about 1 when both do the same work on equal cores."""
+        return self.candidate.cpu / self.baseline.cpu if self.baseline.cpu > 0 else math.inf
+
+    @property
     def cpu_speedup(self) -> float:
         return self.baseline.cpu / self.candidate.cpu if self.candidate.cpu > 0 else math.inf
 
@@ -316,15 +310,27 @@ class Measurement:
     cores_needed: int
     usable_cores: int
     confidence: float
+    same_work: bool = False
     rounds: list[Round] = field(default_factory=list)
     elapsed_s: float = 0.0
 
     def _too_loaded(self, load: float | None) -> bool:
         return load is not None and load > self.usable_cores - self.cores_needed + 0.5
 
+    def slowed(self, r: Round) -> bool:
+        """For same-work claims: one side needed far more CPU time than the other for the same
+        work, so the cores were slower during it than during the other (hidden contention)."""
+        inflation = r.cpu_inflation
+        return self.same_work and not (
+            1 / SAME_WORK_CPU_TOLERANCE <= inflation <= SAME_WORK_CPU_TOLERANCE
+        )
+
     def contested(self, r: Round) -> bool:
-        """Other processes left fewer free cores than the claim needs during this round. Rounds
-        too short to tell on their own are judged by the load over the whole measurement."""
+        """Other processes left fewer free cores than the claim needs during this round, or (for
+        same-work claims) the cores ran slower on one side. Rounds too short to tell the load on
+        their own are judged by the load over the whole measurement."""
+        if self.slowed(r):
+            return True
         if r.foreign_load is None and r.foreign_seconds is not None:
             return self._too_loaded(self.foreign_load)
         return self._too_loaded(r.foreign_load)
@@ -352,6 +358,11 @@ class Measurement:
         if self.verdict is not Verdict.INCONCLUSIVE:
             return ""
         n_contested = len(self.rounds) - len(self.clean_rounds)
+        n_slowed = sum(self.slowed(r) for r in self.rounds)
+        if n_slowed * 2 >= len(self.rounds):
+            return (f"the cores ran unevenly fast in {n_slowed} of {len(self.rounds)} rounds: the same work "
+                    f"took {median([r.cpu_inflation for r in self.rounds]):.2f}x the CPU time in the "
+                    f"candidate (contention this machine does not report as load)")
         if n_contested * 2 >= len(self.rounds):
             return (f"other processes took the cores this claim needs in {n_contested} of "
                     f"{len(self.rounds)} rounds (foreign load {self.foreign_load:.2f} cores, "
@@ -381,6 +392,8 @@ class Measurement:
             "speedup_best": min(base) / min(cand) if cand else math.nan,
             "parallelism_median": median([r.candidate.parallelism for r in clean]),
             "baseline_parallelism_median": median([r.baseline.parallelism for r in clean]),
+            "cpu_inflation_median": median([r.cpu_inflation for r in self.rounds]),
+            "same_work": self.same_work,
             "foreign_load_median": self.foreign_load,
             "rounds": len(self.rounds),
             "contested_rounds": len(self.rounds) - len(self.clean_rounds),
@@ -412,6 +425,10 @@ class Measurement:
         return f"{parts}; {len(self.rounds)} rounds{extra}"
 
 
+def _fastest(timings: list[Timing]) -> Timing:
+    return min(timings, key=lambda t: t.wall)
+
+
 def measure(
     name: str,
     baseline: Callable[[], object],
@@ -423,10 +440,17 @@ def measure(
     settings: Settings = Settings(),
     clock: Callable[[], float] = time.perf_counter,
     run: Run = timed,
+    same_work: bool = False,
+    repeats: int = 1,
 ) -> Measurement:
     """Measure ``baseline`` against ``candidate`` in interleaved rounds until every claim is decided.
 
     Rounds alternate the order (A B, then B A) so that a trend in the machine's speed cancels out.
+    With ``repeats`` > 1 a round times A B A B ... that many times each and keeps each side's
+    fastest call: for short serial work on a shared machine, where interference only ever adds
+    time and comes in bursts, so that a few-percent claim is decided at all. ``same_work`` says
+    both sides do the same CPU work (a parallel claim), so that a round in which one side needed
+    far more CPU time is recognised as run on slowed cores (see SAME_WORK_CPU_TOLERANCE).
     After ``min_rounds``, measurement stops as soon as every claim is decided; while any is not, it
     goes on until ``budget_s * extension`` seconds have passed or ``max_rounds`` is reached.
     ``cores_needed`` is how many free cores the candidate needs to show the claim: 0 for waits
@@ -434,18 +458,23 @@ def measure(
     """
     if cores_needed < 0:
         raise ValueError(f"cores_needed must be 0 or more, got {cores_needed}")
-    m = Measurement(name, tuple(claims), cores_needed, usable_cores, settings.confidence)
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    m = Measurement(name, tuple(claims), cores_needed, usable_cores, settings.confidence, same_work)
     baseline(), candidate()  # warm-up: first-call costs (imports, pool start, caches) stay out
     start = clock()
     deadline = start + settings.budget_s * settings.extension
     while len(m.rounds) < settings.max_rounds:
-        if len(m.rounds) % 2 == 0:
-            a = run(baseline)
-            b = run(candidate)
-        else:
-            b = run(candidate)
-            a = run(baseline)
-        m.rounds.append(Round(a, b))
+        a_times: list[Timing] = []
+        b_times: list[Timing] = []
+        for _ in range(repeats):
+            if len(m.rounds) % 2 == 0:
+                a_times.append(run(baseline))
+                b_times.append(run(candidate))
+            else:
+                b_times.append(run(candidate))
+                a_times.append(run(baseline))
+        m.rounds.append(Round(_fastest(a_times), _fastest(b_times)))
         m.elapsed_s = clock() - start
         if len(m.clean_rounds) >= settings.min_rounds and m.verdict is not Verdict.INCONCLUSIVE:
             break

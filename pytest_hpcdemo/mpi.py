@@ -1,4 +1,4 @@
-"""MPI session support: launcher detection, a watchdog that aborts instead of deadlocking, the
+"""MPI session support: a watchdog that aborts instead of deadlocking, the
 plugin's private communicator (outcome agreement, collection check, exit status, shared temporary
 directories) and barrier-synchronised timing (the same rounds on every rank, max over ranks).
 
@@ -14,28 +14,10 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NamedTuple, TextIO
-
-# What launchers set in every rank: (size, rank, ranks on this node, launcher name).
-LAUNCHER_VARS = (
-    ("PMI_SIZE", "PMI_RANK", "MPI_LOCALNRANKS", "MPICH (Hydra)"),
-    ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE", "Open MPI"),
-    ("PMIX_SIZE", "PMIX_RANK", "PMIX_LOCAL_SIZE", "PMIx"),
-    ("MPI_LOCALNRANKS", "MPI_LOCALRANKID", "MPI_LOCALNRANKS", "MPICH (local)"),
-)
-
-# With more ranks than cores, a rank waiting in MPI must give its core away instead of polling
-# (MPICH at thread level SINGLE: each collective 8-11 ms instead of ~20 us; see NOTES). Set before
-# MPI starts, and only where the user has not set them.
-YIELD_WHEN_IDLE = {
-    "MPIR_CVAR_POLLS_BEFORE_YIELD": "1",
-    "MPIR_CVAR_CH4_PROGRESS_THROTTLE": "1",
-    "MPIR_CVAR_CH4_PROGRESS_THROTTLE_NO_PROGRESS_COUNT": "1",
-    "OMPI_MCA_mpi_yield_when_idle": "1",
-}
+from typing import Any, TextIO
 
 # A rank whose test failed waits this long for the others to reach the end of the test; longer
 # means they are blocked in a collective that the failed rank never entered, and the job is ended.
@@ -54,27 +36,6 @@ def wait_sleeping(comm: Any) -> None:
     request = comm.Ibarrier()
     while not request.Test():
         time.sleep(WAIT_POLL_S)
-
-
-class Launch(NamedTuple):
-    launcher: str
-    size: int
-    rank: int
-    local_size: int  # ranks on this node
-
-
-def launch_of(environ: Mapping[str, str]) -> Launch | None:
-    """The launcher this process runs under, from its environment; None outside one."""
-    for size_var, rank_var, local_var, name in LAUNCHER_VARS:
-        if size_var in environ:
-            size = int(environ[size_var])
-            return Launch(name, size, int(environ.get(rank_var, "0")), int(environ.get(local_var, size)))
-    return None
-
-
-def yield_when_idle(environ: dict[str, str] | os._Environ[str]) -> None:
-    for name, value in YIELD_WHEN_IDLE.items():
-        environ.setdefault(name, value)
 
 
 class Watchdog:

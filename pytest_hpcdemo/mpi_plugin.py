@@ -17,12 +17,15 @@ import re
 import sys
 from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .mpi import MpiBenchmark, MpiSession, launch_of, yield_when_idle
+from .mpi_launch import launch_of, yield_when_idle
 from .plugin import _positive_seconds
+
+if TYPE_CHECKING:  # the session module itself only under a launcher
+    from .mpi import MpiBenchmark, MpiSession
 
 SESSION_KEY = pytest.StashKey["MpiSession | None"]()
 STDOUT_KEY = pytest.StashKey[Any]()  # rank > 0: sys.stdout while the terminal reporter is made
@@ -55,6 +58,8 @@ def _start_session(config: pytest.Config) -> MpiSession | None:
     oversubscribed = launch is not None and launch.local_size > cores
     if oversubscribed:
         yield_when_idle(os.environ)  # before MPI starts
+    from .mpi import MpiSession
+
     try:
         return MpiSession(launch.launcher if launch else "--with-mpi", oversubscribed,
                           config.getoption("mpi_deadline"), config.option.basetemp)
@@ -231,6 +236,7 @@ def mpi_benchmark(request: pytest.FixtureRequest, benchmark: Any) -> Iterator[Mp
     slowest rank's time); ``mpi_benchmark.compare(baseline, candidate, claims, name=...)`` asserts
     ratio claims. Saved as this test's pytest-benchmark entry by rank 0."""
     from .fixtures import open_claim
+    from .mpi import MpiBenchmark
     from .session import claim_log, hardware_of, options_of
 
     MPI = _mpi4py_or_skip()

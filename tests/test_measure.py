@@ -121,6 +121,28 @@ def test_waits_that_need_no_core_are_never_contested() -> None:
     assert m.verdict is Verdict.HOLDS
 
 
+def test_uneven_cores_contest_same_work_rounds() -> None:
+    """The same work taking 1.46x the CPU time in the candidate means its cores ran slower (the
+    Ray chapter saw speedup 1.16 with parallelism 1.69 at foreign load 0.04): not a verdict."""
+    slowed = Round(timing(1.0), timing(0.862, cpu=1.46))
+    m = make_measurement([slowed] * 6, [at_least("speedup", 1.35)])
+    assert m.verdict is Verdict.FAILS  # what it said before the check
+    m.same_work = True
+    assert m.slowed(slowed) and m.contested(slowed)
+    assert m.verdict is Verdict.INCONCLUSIVE
+    assert "took 1.46x the CPU time" in m.reason
+    even = Round(timing(1.0), timing(0.52, cpu=1.04))
+    assert not m.slowed(even)
+
+
+def test_repeats_keep_each_sides_fastest_call() -> None:
+    run = scripted_run({"baseline": [1.0, 3.0] * 50, "candidate": [0.5, 2.0] * 50})
+    clock = itertools.count(0.0, 0.1).__next__
+    m = measure.measure("t", baseline, candidate, [at_least("speedup", 1.35)], cores_needed=1,
+                        usable_cores=2, clock=clock, run=run, repeats=2)
+    assert all(r.baseline.wall == 1.0 and r.candidate.wall == 0.5 for r in m.rounds)
+
+
 def test_one_failing_claim_fails_the_measurement() -> None:
     r = Round(timing(1.0), timing(0.5, cpu=0.5))  # 2x faster but parallelism 1: inconsistent
     m = make_measurement([r] * 6, [at_least("speedup", 1.35), at_least("parallelism", 1.35)])
