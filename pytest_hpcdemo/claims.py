@@ -88,7 +88,8 @@ class SpeedupMeter:
         """:meth:`measure` (same options), :meth:`record`, a summary line, the verdict asserted."""
         m = self.measure(baseline, candidate, claims, **options)
         self.record(m)
-        self.log.record(self.nodeid, f"{m.name}: {m.line()}", m.verdict.value)
+        why = f" ({m.reason})" if m.reason else ""  # an inconclusive claim says why on its line
+        self.log.record(self.nodeid, f"{m.name}: {m.line()}{why}", m.verdict.value)
         return assert_verdict(m)
 
 

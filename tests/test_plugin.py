@@ -178,6 +178,28 @@ def test_no_faster(speedup):
     result.stdout.fnmatch_lines(["*claim fails: same: speedup * [[]*, *] >= 3*", "FAILS*test_no_faster*"])
 
 
+def test_undecided_claim_is_skipped_with_its_reason(pytester: pytest.Pytester) -> None:
+    """A threshold inside the interval cannot be decided: a skip, and the summary says why. The
+    baseline's waits alternate between 10 and 30 ms against the candidate's 20, so the per-round
+    speedups alternate near 0.5 and 1.5 whatever the machine does: never decided at 1.0."""
+    pytester.makepyfile("""
+import itertools
+import time
+from pytest_hpcdemo.measure import at_least
+
+def test_on_the_line(speedup):
+    waits = itertools.cycle([0.01, 0.03])
+    speedup(lambda: time.sleep(next(waits)), lambda: time.sleep(0.02), [at_least("speedup", 1.0)],
+            cores_needed=0, name="straddling")
+""")
+    result = pytester.runpytest("-p", "no:xdist", "-rs", "-vv", "--hpc-budget=0.3")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines([
+        "INCONCLUSIVE*test_on_the_line*straddling: speedup *(too noisy to decide*",
+        "SKIPPED*inconclusive: straddling: too noisy to decide within * s at 90% confidence*",
+    ])
+
+
 def test_timing_tests_are_skipped_under_xdist(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(CLAIMS)
     result = pytester.runpytest_subprocess("-n", "2", "-rs")
