@@ -37,6 +37,9 @@ MIN_LOAD_WINDOW_S = 0.2
 # one side needed this much more CPU than the other ran on slowed cores: contention the guest
 # cannot see (another VM on the host, an SMT sibling), which /proc/stat does not report as load.
 SAME_WORK_CPU_TOLERANCE = 1.25
+# Pool workers' CPU comes from /proc in clock ticks: each side's figure can be off by a few ticks
+# (a read at each end, for each worker), which the tolerance must allow for on short rounds.
+CPU_TICK_SLACK_S = 4 / CLOCK_TICKS
 # Share of the ideal extra speedup per extra worker that a CPU-bound claim demands. Measured here:
 # process pools reach 1.9-2.0 of 2 on an idle machine; the floor for 2 workers is 1.35.
 SCALING_SHARE = 0.35
@@ -320,10 +323,13 @@ class Measurement:
     def slowed(self, r: Round) -> bool:
         """For same-work claims: one side needed far more CPU time than the other for the same
         work, so the cores were slower during it than during the other (hidden contention)."""
-        inflation = r.cpu_inflation
-        return self.same_work and not (
-            1 / SAME_WORK_CPU_TOLERANCE <= inflation <= SAME_WORK_CPU_TOLERANCE
-        )
+        if not self.same_work:
+            return False
+        least = min(r.baseline.cpu, r.candidate.cpu)
+        if least <= 0:
+            return False
+        tolerance = SAME_WORK_CPU_TOLERANCE + CPU_TICK_SLACK_S / least
+        return not 1 / tolerance <= r.cpu_inflation <= tolerance
 
     def contested(self, r: Round) -> bool:
         """Other processes left fewer free cores than the claim needs during this round, or (for
