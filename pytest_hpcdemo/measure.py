@@ -373,7 +373,9 @@ class Measurement:
             return (f"other processes took the cores this claim needs in {n_contested} of "
                     f"{len(self.rounds)} rounds (foreign load {self.foreign_load:.2f} cores, "
                     f"{self.cores_needed} of {self.usable_cores} needed)")
-        return f"too noisy to decide within {self.elapsed_s:.1f} s at {self.confidence:.0%} confidence"
+        contested = f", {n_contested} of {len(self.rounds)} rounds contested" if n_contested else ""
+        return (f"too noisy to decide within {self.elapsed_s:.1f} s at {self.confidence:.0%} "
+                f"confidence{contested}")
 
     @property
     def foreign_load(self) -> float:
