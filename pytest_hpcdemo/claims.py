@@ -31,12 +31,25 @@ def record_samples(benchmark: Any, samples: Sequence[float]) -> bool:
     return True
 
 
-def assert_verdict(m: measure.Measurement) -> measure.Measurement:
+def record_figures(benchmark: Any, name: str, samples: Sequence[float], figures: dict[str, Any]) -> None:
+    """A claim's samples become the test's benchmark entry (the first claim's only), and its figures
+    go in ``extra_info["claims"][name]``."""
+    record_samples(benchmark, samples)
+    if benchmark is not None:
+        benchmark.extra_info.setdefault("claims", {})[name] = figures
+
+
+def enforce(verdict: measure.Verdict, name: str, reason: str, line: str) -> None:
     """Fail a claim that fails, skip (with the figures) one that stays inconclusive."""
-    if m.verdict is measure.Verdict.FAILS:
-        pytest.fail(f"claim fails: {m.name}: {m.line()}", pytrace=False)
-    if m.verdict is measure.Verdict.INCONCLUSIVE:
-        pytest.skip(f"inconclusive: {m.name}: {m.reason}: {m.line()}")
+    if verdict is measure.Verdict.FAILS:
+        pytest.fail(f"claim fails: {name}: {line}", pytrace=False)
+    if verdict is measure.Verdict.INCONCLUSIVE:
+        pytest.skip(f"inconclusive: {name}: {reason}: {line}")
+
+
+def assert_verdict(m: measure.Measurement) -> measure.Measurement:
+    """:func:`enforce` for a measurement."""
+    enforce(m.verdict, m.name, m.reason, m.line())
     return m
 
 
@@ -79,9 +92,7 @@ class SpeedupMeter:
     def record(self, m: measure.Measurement) -> None:
         """The candidate's samples become the test's benchmark entry; the figures go in extra_info."""
         figures = m.figures()
-        record_samples(self.benchmark, figures["candidate_s"])  # type: ignore[arg-type]
-        if self.benchmark is not None:
-            self.benchmark.extra_info.setdefault("claims", {})[m.name] = figures
+        record_figures(self.benchmark, m.name, figures["candidate_s"], figures)  # type: ignore[arg-type]
 
     def __call__(self, baseline: Callable[[], object], candidate: Callable[[], object],
                  claims: Sequence[measure.Claim], **options: Any) -> measure.Measurement:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from .optiontypes import number, percent_or_fraction
+from .session import under_xdist
 
 if TYPE_CHECKING:
     from .gate import GateReport, Run, Thresholds
@@ -73,7 +74,7 @@ def _gating(config: pytest.Config) -> bool:
 def _active(config: pytest.Config) -> bool:
     """Gate or report asked for, in the controlling process (xdist workers save nothing)."""
     wanted = _gating(config) or config.getoption("hpc_report") is not None
-    return wanted and not hasattr(config, "workerinput")
+    return wanted and not under_xdist(config)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -129,7 +130,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     bench = getattr(item, "funcargs", {}).get("benchmark")
     if bench is None or not hasattr(bench, "extra_info"):
         return (yield)
-    from .measure import MIN_LOAD_WINDOW_S, system_busy_seconds, tree_cpu_seconds
+    from .measure import foreign_load, system_busy_seconds, tree_cpu_seconds
 
     cpu0, busy0, t0 = tree_cpu_seconds(), system_busy_seconds(), time.perf_counter()
     try:
@@ -137,8 +138,9 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     finally:
         wall = time.perf_counter() - t0
         busy1, cpu1 = system_busy_seconds(), tree_cpu_seconds()
-        if busy0 is not None and busy1 is not None and wall >= MIN_LOAD_WINDOW_S:
-            bench.extra_info["foreign_load"] = round(max(0.0, (busy1 - busy0 - (cpu1 - cpu0)) / wall), 3)
+        load = foreign_load(None if busy0 is None or busy1 is None else busy1 - busy0, cpu1 - cpu0, wall)
+        if load is not None:
+            bench.extra_info["foreign_load"] = round(load, 3)
         marker = item.get_closest_marker("gate")
         if marker is not None:
             bench.extra_info["gate"] = gate_thresholds(marker)

@@ -164,9 +164,3 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
     reason = gpu_skip_reason(hardware_of(config))
     machine_info["hpcdemo_gpu"] = {"missing": reason} if reason else asdict(cuda_runtime())
 
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test that takes ``gpu_benchmark`` is timing-sensitive, like one that takes ``speedup``."""
-    for item in items:
-        if "gpu_benchmark" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("timing"):
-            item.add_marker(pytest.mark.timing)

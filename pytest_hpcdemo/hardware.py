@@ -334,26 +334,13 @@ class Hardware:
 
     def blas_pools(self) -> list[dict[str, object]]:
         """NumPy's BLAS/OpenMP thread pools (imports NumPy; call only when NumPy is wanted)."""
-        try:
-            from threadpoolctl import threadpool_info
-        except ImportError:
-            return _numpy_blas_config()
         import numpy  # noqa: F401  (load NumPy's BLAS so that threadpoolctl sees it)
+        from threadpoolctl import threadpool_info
 
         return [
             {k: p.get(k) for k in ("internal_api", "num_threads", "version", "threading_layer")}
             for p in threadpool_info()
         ]
-
-
-def _numpy_blas_config() -> list[dict[str, object]]:
-    import numpy
-
-    try:
-        blas = numpy.show_config(mode="dicts")["Build Dependencies"]["blas"]  # type: ignore[index]
-    except (TypeError, KeyError):
-        return []
-    return [{"internal_api": blas.get("name"), "num_threads": None, "version": blas.get("version")}]
 
 
 def detect(start_method: str | None = None) -> Hardware:

@@ -113,6 +113,14 @@ def tree_cpu_seconds() -> float:
     return own_cpu_seconds() + descendants_cpu_seconds()
 
 
+def foreign_load(busy_s: float | None, own_cpu_s: float, wall_s: float) -> float | None:
+    """Cores' worth of CPU that other processes used in a window: the machine's busy seconds less
+    ours, per second. None where /proc/stat is missing or the window is too short to tell."""
+    if busy_s is None or wall_s < MIN_LOAD_WINDOW_S:
+        return None
+    return max(0.0, (busy_s - own_cpu_s) / wall_s)
+
+
 @dataclass(frozen=True)
 class Timing:
     """One timed call: wall seconds, CPU seconds of our process tree, and busy seconds of the machine."""
@@ -225,6 +233,20 @@ class Decision:
         return f"{self.claim.metric} {self.median:.2f} [{self.low:.2f}, {self.high:.2f}] {self.claim.op} " \
                f"{self.claim.threshold:.3g}"
 
+    def as_dict(self) -> dict[str, object]:
+        return {"claim": str(self.claim), "verdict": self.verdict.value, "median": self.median,
+                "ci_low": self.low, "ci_high": self.high}
+
+
+def overall(decisions: Sequence[Decision]) -> Verdict:
+    """One failing claim fails the lot; all must hold for it to hold; else inconclusive."""
+    verdicts = {d.verdict for d in decisions}
+    if Verdict.FAILS in verdicts:
+        return Verdict.FAILS
+    if verdicts == {Verdict.HOLDS}:
+        return Verdict.HOLDS
+    return Verdict.INCONCLUSIVE
+
 
 def decide(values: Sequence[float], claim: Claim, confidence: float) -> Decision:
     """The verdict on one claim from per-round values; pure, so it is tested without timing."""
@@ -285,9 +307,7 @@ class Round:
     def foreign_load(self) -> float | None:
         """Cores' worth of CPU other processes took during the round; None for too short a round."""
         seconds = self.foreign_seconds
-        if seconds is None or self.wall < MIN_LOAD_WINDOW_S:
-            return None
-        return max(0.0, seconds / self.wall)
+        return None if seconds is None else foreign_load(seconds, 0.0, self.wall)
 
     def value(self, metric: str) -> float:
         return float(getattr(self, metric))
@@ -352,12 +372,7 @@ class Measurement:
 
     @property
     def verdict(self) -> Verdict:
-        verdicts = {d.verdict for d in self.decisions}
-        if Verdict.FAILS in verdicts:
-            return Verdict.FAILS
-        if verdicts == {Verdict.HOLDS}:
-            return Verdict.HOLDS
-        return Verdict.INCONCLUSIVE
+        return overall(self.decisions)
 
     @property
     def reason(self) -> str:
@@ -385,7 +400,8 @@ class Measurement:
             return median(per_round)
         seconds = [r.foreign_seconds for r in self.rounds if r.foreign_seconds is not None]
         wall = sum(r.wall for r in self.rounds if r.foreign_seconds is not None)
-        return max(0.0, sum(seconds) / wall) if seconds and wall >= MIN_LOAD_WINDOW_S else math.nan
+        load = foreign_load(sum(seconds), 0.0, wall) if seconds else None
+        return math.nan if load is None else load
 
     def figures(self) -> dict[str, object]:
         """The figures saved in pytest-benchmark's ``extra_info``: plain JSON types only."""
@@ -409,11 +425,7 @@ class Measurement:
             "usable_cores": self.usable_cores,
             "confidence": self.confidence,
             "elapsed_s": self.elapsed_s,
-            "claims": [
-                {"claim": str(d.claim), "verdict": d.verdict.value, "median": d.median,
-                 "ci_low": d.low, "ci_high": d.high}
-                for d in self.decisions
-            ],
+            "claims": [d.as_dict() for d in self.decisions],
             "baseline_s": base,
             "candidate_s": cand,
         }

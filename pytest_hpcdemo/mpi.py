@@ -230,29 +230,23 @@ class MpiBenchmark:
         if benchmark is not None:
             benchmark.extra_info["mpi"] = run
 
-    def _record(self, name: str, samples: Sequence[float], figures: dict[str, Any]) -> None:
-        from .claims import record_samples
-
-        record_samples(self.benchmark, samples)
-        if self.benchmark is not None:
-            self.benchmark.extra_info.setdefault("claims", {})[name] = figures
-
     def __call__(self, fn: Callable[[], object], *, name: str, budget_factor: float = 0.1) -> dict[str, Any]:
         """Time ``fn`` (called on every rank) and return its figures: seconds per call, slowest rank."""
+        from .claims import record_figures
         from .measure import median
 
         rounds, iterations = self.timer.calibrate(fn, self.budget_s * budget_factor)
         samples = self.timer.rounds(fn, rounds, iterations)
         figures = {"median_s": median(samples), "min_s": min(samples), "rounds": rounds,
                    "iterations": iterations, "samples_s": samples}
-        self._record(name, samples, figures)
+        record_figures(self.benchmark, name, samples, figures)
         return figures
 
     def _foreign_load(self, run: Callable[[], object]) -> float | None:
         """Cores' worth of CPU that processes other than the ranks took while ``run`` ran."""
         from mpi4py import MPI
 
-        from .measure import system_busy_seconds
+        from .measure import foreign_load, system_busy_seconds
 
         busy0, cpu0, t0 = system_busy_seconds(), time.process_time(), time.perf_counter()
         run()
@@ -261,7 +255,7 @@ class MpiBenchmark:
         busy1 = system_busy_seconds()
         if busy0 is None or busy1 is None or not self.one_node:
             return None
-        return self.timer.comm.bcast(max(0.0, (busy1 - busy0 - ours) / wall), root=0)
+        return self.timer.comm.bcast(foreign_load(busy1 - busy0, ours, wall), root=0)
 
     def compare(self, baseline: Callable[[], object], candidate: Callable[[], object], claims: Sequence[Any],
                 *, name: str, cores_needed: int = 1, budget_factor: float = 0.3) -> dict[str, Any]:
@@ -269,9 +263,8 @@ class MpiBenchmark:
         time) gets a verdict from the per-round ratios: fails the test, holds, or skips it as
         inconclusive with the figures, as does a failure while other processes took the cores the
         claim needs. Every rank sees the same (max over ranks) times and reaches the same verdict."""
-        import pytest
-
         from . import measure
+        from .claims import enforce, record_figures
 
         time_s = self.budget_s * budget_factor / 2
         rounds_b, iter_b = self.timer.calibrate(baseline, time_s)
@@ -283,10 +276,7 @@ class MpiBenchmark:
         base, cand = times
         ratios = [b / c for b, c in zip(base, cand, strict=True)]
         decisions = [measure.decide(ratios, claim, self.confidence) for claim in claims]
-        verdicts = {d.verdict for d in decisions}
-        verdict = (measure.Verdict.FAILS if measure.Verdict.FAILS in verdicts
-                   else measure.Verdict.HOLDS if verdicts == {measure.Verdict.HOLDS}
-                   else measure.Verdict.INCONCLUSIVE)
+        verdict = measure.overall(decisions)
         reason = f"too noisy to decide at {self.confidence:.0%}"
         if load is not None and load > self.run["usable_cores"] - cores_needed + 0.5:
             reason = f"other processes took {load:.2f} cores; this claim needs {cores_needed}"
@@ -300,14 +290,10 @@ class MpiBenchmark:
             "baseline_median_s": measure.median(base), "candidate_median_s": measure.median(cand),
             "rounds": rounds, "iterations": [iter_b, iter_c], "confidence": self.confidence,
             "foreign_load": load, "cores_needed": cores_needed,
-            "claims": [{"claim": str(d.claim), "verdict": d.verdict.value, "median": d.median,
-                        "ci_low": d.low, "ci_high": d.high} for d in decisions],
+            "claims": [d.as_dict() for d in decisions],
             "baseline_s": base, "candidate_s": cand,
         }
-        self._record(name, cand, figures)
+        record_figures(self.benchmark, name, cand, figures)
         self.log.record(self.nodeid, f"{name}: {line}", verdict.value)
-        if verdict is measure.Verdict.FAILS:
-            pytest.fail(f"claim fails: {name}: {line}", pytrace=False)
-        if verdict is measure.Verdict.INCONCLUSIVE:
-            pytest.skip(f"inconclusive: {name}: {reason}: {line}")
+        enforce(verdict, name, reason, line)
         return figures

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from .mpi_launch import launch_of, yield_when_idle
-from .plugin import _positive_seconds
+from .optiontypes import positive_seconds
+from .session import under_xdist
 
 if TYPE_CHECKING:  # the session module itself only under a launcher
     from .mpi import MpiBenchmark, MpiSession
@@ -34,7 +35,7 @@ DEFAULT_DEADLINE_S = 60.0
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("hpcdemo")
-    group.addoption("--mpi-deadline", type=_positive_seconds, default=DEFAULT_DEADLINE_S, metavar="SECONDS",
+    group.addoption("--mpi-deadline", type=positive_seconds, default=DEFAULT_DEADLINE_S, metavar="SECONDS",
                     help="under MPI, a test running longer dumps every thread's stack and aborts the "
                          "job; the marker mpi(deadline=S) overrides it (default: 60)")
     if importlib.util.find_spec("pytest_mpi") is None:  # else pytest-mpi's own option, same meaning
@@ -50,7 +51,7 @@ def _start_session(config: pytest.Config) -> MpiSession | None:
     launch = launch_of(os.environ)
     if launch is None and not getattr(config.option, "with_mpi", False):
         return None
-    if hasattr(config, "workerinput"):  # a pytest-xdist worker of a rank is not a rank itself
+    if under_xdist(config):  # a pytest-xdist worker of a rank is not a rank itself
         return None
     from .hardware import detect_cached
 
@@ -104,10 +105,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """MPI tests that cannot run get a skip marker with the reason (pytest-mpi's is never added:
-    it is told MPI tests are enabled); mpi_benchmark users are timing tests."""
-    for item in items:
-        if "mpi_benchmark" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("timing"):
-            item.add_marker(pytest.mark.timing)
+    it is told MPI tests are enabled)."""
     marked = [(item, marker) for item in items if (marker := item.get_closest_marker("mpi"))]
     if not marked:
         return

@@ -25,3 +25,6 @@ def number(expected: str, valid: Callable[[float], bool], bounds: str,
 def percent_or_fraction(text: str) -> float:
     """"5%" or "0.05"."""
     return float(text[:-1]) / 100 if text.endswith("%") else float(text)
+
+
+positive_seconds = number("seconds", lambda v: v > 0, "more than 0 seconds")

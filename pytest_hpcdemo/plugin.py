@@ -9,10 +9,9 @@ from collections.abc import Generator
 import pytest
 
 from .markers import MARKERS
-from .optiontypes import number
-from .session import OPTIONS_KEY, Options, claim_log, hardware_of, has_claims
+from .optiontypes import number, positive_seconds
+from .session import OPTIONS_KEY, Options, claim_log, hardware_of, has_claims, under_xdist
 
-_positive_seconds = number("seconds", lambda v: v > 0, "more than 0 seconds")
 _confidence = number("a probability", lambda v: 0.5 <= v < 1, "at least 0.5 and below 1")
 
 
@@ -40,7 +39,7 @@ DEFAULT_START_METHOD = "forkserver" if os.name == "posix" else "spawn"
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("hpcdemo", "measured claims of the Python HPC guide")
-    group.addoption("--hpc-budget", type=_positive_seconds, default=3.0, metavar="SECONDS",
+    group.addoption("--hpc-budget", type=positive_seconds, default=3.0, metavar="SECONDS",
                     help="measurement time a claim gets before an undecided one is extended (3x at most) "
                          "and then reported inconclusive (default: 3)")
     group.addoption("--hpc-confidence", type=_confidence, default=0.9, metavar="P",
@@ -67,20 +66,21 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return header_lines(hardware_of(config), config.getoption("hpc_start_method"))
 
 
-def _under_xdist(config: pytest.Config) -> bool:
-    return hasattr(config, "workerinput")
+# A test that takes one of these fixtures measures time: it is a timing test, marked or not.
+TIMING_FIXTURES = frozenset({"speedup", "gpu_benchmark", "mpi_benchmark"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if "speedup" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("timing"):
+        if not TIMING_FIXTURES.isdisjoint(getattr(item, "fixturenames", ())) and \
+                not item.get_closest_marker("timing"):
             item.add_marker(pytest.mark.timing)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     from .markers import skip_reason
 
-    reason = skip_reason(item, hardware_of(item.config), _under_xdist(item.config))
+    reason = skip_reason(item, hardware_of(item.config), under_xdist(item.config))
     if reason:
         pytest.skip(reason)
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .session import hardware_of
+from .session import hardware_of, under_xdist
 
 if TYPE_CHECKING:
     from .ray_cluster import RayCluster
@@ -25,10 +25,6 @@ CLUSTER_KEY = pytest.StashKey["RayCluster | str"]()  # the cluster, or why it di
 LAST_RAY_ITEM_KEY = pytest.StashKey[pytest.Item]()  # after its teardown the cluster is stopped
 XDIST_REASON = ("ray: each pytest-xdist worker would start its own cluster on the same cores; run Ray tests "
                 "without -n, or set RAY_ADDRESS to a cluster they share (ray start --head)")
-
-
-def _under_xdist(config: pytest.Config) -> bool:
-    return hasattr(config, "workerinput")
 
 
 def _address(config: pytest.Config) -> str | None:
@@ -72,7 +68,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 def pytest_report_collectionfinish(config: pytest.Config) -> list[str]:
     """What the Ray tests will run on: an existing cluster is connected to now, to show its resources."""
-    if (LAST_RAY_ITEM_KEY not in config.stash or config.getoption("collectonly") or _under_xdist(config)
+    if (LAST_RAY_ITEM_KEY not in config.stash or config.getoption("collectonly") or under_xdist(config)
             or hardware_of(config).ray is None):
         return []
     if _address(config) is None:
@@ -92,7 +88,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     autouse fixture: that would sit in the fixture closure of every test of every suite.)"""
     if not _uses_ray(item):
         return
-    if _under_xdist(item.config) and _address(item.config) is None:
+    if under_xdist(item.config) and _address(item.config) is None:
         pytest.skip(XDIST_REASON)
     if item.get_closest_marker("ray") and hardware_of(item.config).ray is not None:
         cluster_of(item.config)

@@ -44,6 +44,11 @@ def claim_log(config: pytest.Config) -> ClaimLog:
     return config.stash[CLAIMS_KEY]
 
 
+def under_xdist(config: pytest.Config) -> bool:
+    """This process is a pytest-xdist worker (its controller collects the reports)."""
+    return hasattr(config, "workerinput")
+
+
 def has_claims(config: pytest.Config) -> bool:
     return CLAIMS_KEY in config.stash
 
