@@ -37,8 +37,9 @@ MIN_LOAD_WINDOW_S = 0.2
 # one side needed this much more CPU than the other ran on slowed cores: contention the guest
 # cannot see (another VM on the host, an SMT sibling), which /proc/stat does not report as load.
 SAME_WORK_CPU_TOLERANCE = 1.25
-# Pool workers' CPU comes from /proc in clock ticks: each side's figure can be off by a few ticks
-# (a read at each end, for each worker), which the tolerance must allow for on short rounds.
+# Other processes' CPU (pool workers) comes from /proc in clock ticks: a side's figure can then be
+# off by a few ticks (a read at each end, for each worker), which the tolerance allows for on short
+# rounds. This process's own CPU is exact and gets no slack.
 CPU_TICK_SLACK_S = 4 / CLOCK_TICKS
 # Share of the ideal extra speedup per extra worker that a CPU-bound claim demands. Measured here:
 # process pools reach 1.9-2.0 of 2 on an idle machine; the floor for 2 workers is 1.35.
@@ -102,15 +103,15 @@ def descendants_cpu_seconds() -> float:
     return sum(_pid_cpu_seconds(pid) for pid in _descendant_pids(os.getpid()))
 
 
-def own_cpu_seconds() -> float:
-    """CPU time of this process and of its reaped children (ns resolution for this process)."""
+def reaped_children_cpu_seconds() -> float:
+    """CPU time of the children this process has waited for (in clock ticks)."""
     times = os.times()
-    return time.process_time() + times.children_user + times.children_system
+    return times.children_user + times.children_system
 
 
 def tree_cpu_seconds() -> float:
     """CPU time of this process, its reaped children and its live descendants."""
-    return own_cpu_seconds() + descendants_cpu_seconds()
+    return time.process_time() + reaped_children_cpu_seconds() + descendants_cpu_seconds()
 
 
 def foreign_load(busy_s: float | None, own_cpu_s: float, wall_s: float) -> float | None:
@@ -128,6 +129,9 @@ class Timing:
     wall: float
     cpu: float
     busy: float | None
+    # CPU of other processes (pool workers, reaped children) counted in ``cpu``: read in clock ticks,
+    # unlike this process's own, which is exact.
+    ticked_cpu: float = 0.0
 
     @property
     def parallelism(self) -> float:
@@ -142,14 +146,15 @@ def timed(fn: Callable[[], object], clock: Callable[[], float] = time.perf_count
     milliseconds of CPU count neither as our work nor as foreign load.
     """
     children0 = descendants_cpu_seconds()
-    own0, busy0 = own_cpu_seconds(), system_busy_seconds()
+    own0, reaped0, busy0 = time.process_time(), reaped_children_cpu_seconds(), system_busy_seconds()
     t0 = clock()
     fn()
     wall = clock() - t0
-    busy1, own1 = system_busy_seconds(), own_cpu_seconds()
+    busy1, reaped1, own1 = system_busy_seconds(), reaped_children_cpu_seconds(), time.process_time()
     children1 = descendants_cpu_seconds()
     busy = None if busy0 is None or busy1 is None else busy1 - busy0
-    return Timing(wall, own1 - own0 + children1 - children0, busy)
+    ticked = reaped1 - reaped0 + children1 - children0
+    return Timing(wall, own1 - own0 + ticked, busy, ticked)
 
 
 Run = Callable[[Callable[[], object]], Timing]  # how one call is timed
@@ -348,7 +353,8 @@ class Measurement:
         least = min(r.baseline.cpu, r.candidate.cpu)
         if least <= 0:
             return False
-        tolerance = SAME_WORK_CPU_TOLERANCE + CPU_TICK_SLACK_S / least
+        ticked = r.baseline.ticked_cpu > 0 or r.candidate.ticked_cpu > 0
+        tolerance = SAME_WORK_CPU_TOLERANCE + (CPU_TICK_SLACK_S / least if ticked else 0.0)
         return not 1 / tolerance <= r.cpu_inflation <= tolerance
 
     def contested(self, r: Round) -> bool:
