@@ -20,9 +20,11 @@ from __future__ import annotations
 import math
 import os
 import time
+from bisect import insort
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cache, cached_property
 from pathlib import Path
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -33,14 +35,6 @@ SINGLE_CORE_CEILING = 1.2
 # Windows shorter than this give no usable foreign-load figure: /proc/stat counts in clock ticks
 # (10 ms) summed over all cores, so a short window's load is mostly rounding.
 MIN_LOAD_WINDOW_S = 0.2
-# Where baseline and candidate do the same CPU work, their CPU times should agree. A round in which
-# one side needed this much more CPU than the other ran on slowed cores: contention the guest
-# cannot see (another VM on the host, an SMT sibling), which /proc/stat does not report as load.
-SAME_WORK_CPU_TOLERANCE = 1.25
-# Other processes' CPU (pool workers) comes from /proc in clock ticks: a side's figure can then be
-# off by a few ticks (a read at each end, for each worker), which the tolerance allows for on short
-# rounds. This process's own CPU is exact and gets no slack.
-CPU_TICK_SLACK_S = 4 / CLOCK_TICKS
 # Share of the ideal extra speedup per extra worker that a CPU-bound claim demands. Measured here:
 # process pools reach 1.9-2.0 of 2 on an idle machine; the floor for 2 workers is 1.35.
 SCALING_SHARE = 0.35
@@ -215,6 +209,7 @@ def median_ci_rank(n: int, confidence: float) -> int:
     """1-based rank k such that [x_(k), x_(n+1-k)] covers the median with at least ``confidence``.
 
     Distribution-free (binomial order statistics); 0 when n is too small for that confidence.
+    For one planned look at n values; :func:`sequential_ranks` for looks after every round.
     """
     tail = (1.0 - confidence) / 2.0
     k, cumulative = 0, 0.0
@@ -226,6 +221,47 @@ def median_ci_rank(n: int, confidence: float) -> int:
     return k
 
 
+# How a sequential plan spends its error over the looks: the share spent at round n (from
+# min_rounds on) is proportional to (n - min_rounds + SPENDING_OFFSET) ** -SPENDING_POWER, so that
+# most is spent by round 20 or so (where the default budget ends for 0.2 s calls) and some is left
+# for slow claims that go on to max_rounds. Chosen for power by exact computation (README).
+SPENDING_OFFSET = 6
+SPENDING_POWER = 1.5
+
+
+@cache
+def sequential_ranks(confidence: float, family: int, min_rounds: int, max_rounds: int) -> tuple[int, ...]:
+    """ranks[n] for n = 0 .. max_rounds: a confidence sequence for the median from order statistics.
+
+    With k = ranks[n], the interval [x_(k), x_(n+1-k)] of the first n values may be looked at after
+    every round up to ``max_rounds`` and stopped at any time (decided, out of time, or for any other
+    reason): the chance that the true median is ever above an interval is at most
+    (1 - confidence) / (2 * family), and the same below, so ``family`` claims tested on the same
+    rounds are all covered with ``confidence`` (Bonferroni). It is exact whatever the distribution:
+    for values whose median is m, the count above m after each round is a fair coin's random walk,
+    and the upper boundary is placed look by look on the walk's exact distribution (paths that
+    crossed are removed), spending no more error by round n than the plan allows; the lower one is
+    its mirror image. k = 0 means no decision is possible yet (n below min_rounds or too small).
+    """
+    alpha = (1.0 - confidence) / (2.0 * family)
+    weights = [0.0 if n < min_rounds else (n - min_rounds + SPENDING_OFFSET) ** -SPENDING_POWER
+               for n in range(max_rounds + 1)]
+    total = sum(weights) or 1.0
+    ranks = [0] * (max_rounds + 1)
+    alive = [1.0]  # alive[x]: P(x of the first n values above the median, boundary never crossed)
+    allowed = spent = 0.0
+    for n in range(1, max_rounds + 1):
+        alive = [0.5 * ((alive[x] if x < n else 0.0) + (alive[x - 1] if x else 0.0)) for x in range(n + 1)]
+        allowed += alpha * weights[n] / total
+        need = n + 1  # "holds" once at least `need` of n values are above the threshold
+        while need > 0 and spent + alive[need - 1] <= allowed:
+            need -= 1
+            spent += alive[need]
+            alive[need] = 0.0
+        ranks[n] = n + 1 - need
+    return tuple(ranks)
+
+
 @dataclass(frozen=True)
 class Decision:
     claim: Claim
@@ -233,14 +269,38 @@ class Decision:
     median: float
     low: float
     high: float
+    rounds: int = 0  # values the verdict was reached on (all of them while undecided)
 
     def line(self) -> str:
         return f"{self.claim.metric} {self.median:.2f} [{self.low:.2f}, {self.high:.2f}] {self.claim.op} " \
                f"{self.claim.threshold:.3g}"
 
+    @property
+    def leans_to_fail(self) -> bool:
+        """Undecided with its median on the failing side of the bound (what --hpc-strict fails)."""
+        if self.verdict is not Verdict.INCONCLUSIVE or math.isnan(self.median):
+            return False
+        if self.claim.op == ">=":
+            return self.median < self.claim.threshold
+        return self.median > self.claim.threshold
+
+    def more_rounds(self) -> int | None:
+        """Roughly how many more rounds would likely decide an undecided claim: the interval's
+        width shrinks about as 1/sqrt(n), so it clears the bound once n grows by
+        (half-width / distance of the median from the bound) squared. None when the median sits
+        on the bound (no amount of rounds is likely to decide) or the claim is decided."""
+        if self.verdict is not Verdict.INCONCLUSIVE or self.rounds == 0 or math.isnan(self.median):
+            return None
+        distance = abs(self.median - self.claim.threshold)
+        side = self.low if self.median >= self.claim.threshold else self.high
+        half_width = abs(self.median - side)
+        if distance <= 0 or half_width <= 0:
+            return None
+        return max(1, math.ceil(self.rounds * (half_width / distance) ** 2) - self.rounds)
+
     def as_dict(self) -> dict[str, object]:
         return {"claim": str(self.claim), "verdict": self.verdict.value, "median": self.median,
-                "ci_low": self.low, "ci_high": self.high}
+                "ci_low": self.low, "ci_high": self.high, "rounds": self.rounds}
 
 
 def overall(decisions: Sequence[Decision]) -> Verdict:
@@ -253,22 +313,62 @@ def overall(decisions: Sequence[Decision]) -> Verdict:
     return Verdict.INCONCLUSIVE
 
 
-def decide(values: Sequence[float], claim: Claim, confidence: float) -> Decision:
-    """The verdict on one claim from per-round values; pure, so it is tested without timing."""
+def _side(claim: Claim, low: float, high: float) -> Verdict:
+    """Where an interval lies against the claim's bound."""
+    holds, fails = low >= claim.threshold, high < claim.threshold
+    if claim.op == "<=":
+        holds, fails = high <= claim.threshold, low > claim.threshold
+    return Verdict.HOLDS if holds else Verdict.FAILS if fails else Verdict.INCONCLUSIVE
+
+
+def decide(values: Sequence[float], claim: Claim, confidence: float, family: int = 1) -> Decision:
+    """The verdict on one claim from a fixed number of values, looked at once (the MPI chapter's
+    planned rounds); ``family`` claims on the same values share the error (Bonferroni). Pure."""
     ordered = sorted(values)
     n = len(ordered)
     if n == 0:
         return Decision(claim, Verdict.INCONCLUSIVE, math.nan, math.nan, math.nan)
     mid = median(ordered)
-    k = median_ci_rank(n, confidence)
+    k = median_ci_rank(n, 1.0 - (1.0 - confidence) / family)
     if k == 0:
-        return Decision(claim, Verdict.INCONCLUSIVE, mid, ordered[0], ordered[-1])
+        return Decision(claim, Verdict.INCONCLUSIVE, mid, ordered[0], ordered[-1], n)
     low, high = ordered[k - 1], ordered[n - k]
-    above, below = low >= claim.threshold, high < claim.threshold
-    if claim.op == "<=":
-        above, below = high <= claim.threshold, low > claim.threshold
-    verdict = Verdict.HOLDS if above else Verdict.FAILS if below else Verdict.INCONCLUSIVE
-    return Decision(claim, verdict, mid, low, high)
+    return Decision(claim, _side(claim, low, high), mid, low, high, n)
+
+
+def decide_sequentially(values: Sequence[float], claim: Claim, ranks: Sequence[int]) -> Decision:
+    """The verdict on one claim from values in the order they were measured, looked at after each
+    (``ranks`` from :func:`sequential_ranks`). The verdict is the first look's whose interval is
+    clear of the bound; the interval shown is the intersection of every look's (a confidence
+    sequence may be intersected), the median that of all values. Pure."""
+    n_all = min(len(values), len(ranks) - 1)
+    if n_all == 0:
+        return Decision(claim, Verdict.INCONCLUSIVE, math.nan, math.nan, math.nan)
+    ordered: list[float] = []
+    low, high = -math.inf, math.inf
+    verdict, decided_at = Verdict.INCONCLUSIVE, n_all
+    for n, value in enumerate(values[:n_all], start=1):
+        insort(ordered, value)
+        k = ranks[n]
+        if k == 0:
+            continue
+        look_low, look_high = max(low, ordered[k - 1]), min(high, ordered[n - k])
+        if look_low > look_high:  # the looks disagree (a rare swing): keep what they agreed on
+            continue
+        low, high = look_low, look_high
+        if verdict is Verdict.INCONCLUSIVE:
+            verdict = _side(claim, low, high)
+            decided_at = n
+    if math.isinf(low) or math.isinf(high):
+        low, high = ordered[0], ordered[-1]  # too few rounds for any interval: show their range
+    return Decision(claim, verdict, median(ordered), low, high,
+                    decided_at if verdict is not Verdict.INCONCLUSIVE else n_all)
+
+
+def too_loaded(load: float | None, usable_cores: int, cores_needed: int) -> bool:
+    """Other processes left fewer free cores than a claim needs: the rule for contested rounds,
+    the same for a claim that would hold and one that would fail (and for MPI's measurements)."""
+    return load is not None and load > usable_cores - cores_needed + 0.5
 
 
 # ---------------------------------------------------------------------------------------------
@@ -301,14 +401,14 @@ class Round:
     def wall(self) -> float:
         return self.baseline.wall + self.candidate.wall
 
-    @property
+    @cached_property
     def foreign_seconds(self) -> float | None:
         """CPU seconds other processes used during the round (None where /proc/stat is missing)."""
         if self.baseline.busy is None or self.candidate.busy is None:
             return None
         return self.baseline.busy + self.candidate.busy - self.baseline.cpu - self.candidate.cpu
 
-    @property
+    @cached_property
     def foreign_load(self) -> float | None:
         """Cores' worth of CPU other processes took during the round; None for too short a round."""
         seconds = self.foreign_seconds
@@ -341,62 +441,89 @@ class Measurement:
     same_work: bool = False
     rounds: list[Round] = field(default_factory=list)
     elapsed_s: float = 0.0
-
-    def _too_loaded(self, load: float | None) -> bool:
-        return load is not None and load > self.usable_cores - self.cores_needed + 0.5
-
-    def slowed(self, r: Round) -> bool:
-        """For same-work claims: one side needed far more CPU time than the other for the same
-        work, so the cores were slower during it than during the other (hidden contention)."""
-        if not self.same_work:
-            return False
-        least = min(r.baseline.cpu, r.candidate.cpu)
-        if least <= 0:
-            return False
-        ticked = r.baseline.ticked_cpu > 0 or r.candidate.ticked_cpu > 0
-        tolerance = SAME_WORK_CPU_TOLERANCE + (CPU_TICK_SLACK_S / least if ticked else 0.0)
-        return not 1 / tolerance <= r.cpu_inflation <= tolerance
+    min_rounds: int = Settings.min_rounds  # the sequential plan's first and last looks
+    max_rounds: int = Settings.max_rounds
 
     def contested(self, r: Round) -> bool:
-        """Other processes left fewer free cores than the claim needs during this round, or (for
-        same-work claims) the cores ran slower on one side. Rounds too short to tell the load on
-        their own are judged by the load over the whole measurement."""
-        if self.slowed(r):
-            return True
+        """Other processes (foreign load, steal) left fewer free cores than the claim needs during
+        this round. Rounds too short to tell the load on their own are judged by the load over the
+        whole measurement. What the machine does not report (SMT siblings, a slower all-core clock,
+        shared memory bandwidth) contests nothing: it is a property of the machine, shown as the
+        CPU inflation of same-work claims."""
         if r.foreign_load is None and r.foreign_seconds is not None:
-            return self._too_loaded(self.foreign_load)
-        return self._too_loaded(r.foreign_load)
+            return too_loaded(self.foreign_load, self.usable_cores, self.cores_needed)
+        return too_loaded(r.foreign_load, self.usable_cores, self.cores_needed)
 
     @property
     def clean_rounds(self) -> list[Round]:
         return [r for r in self.rounds if not self.contested(r)]
 
     @property
+    def ranks(self) -> tuple[int, ...]:
+        return sequential_ranks(self.confidence, max(1, len(self.claims)), self.min_rounds,
+                                max(self.max_rounds, self.min_rounds))
+
+    def _decide(self, rounds: Sequence[Round]) -> list[Decision]:
+        ranks = self.ranks
+        return [decide_sequentially([r.value(c.metric) for r in rounds], c, ranks) for c in self.claims]
+
+    @property
     def decisions(self) -> list[Decision]:
-        clean = self.clean_rounds
-        return [decide([r.value(c.metric) for r in clean], c, self.confidence) for c in self.claims]
+        return self._decide(self.clean_rounds)
 
     @property
     def verdict(self) -> Verdict:
         return overall(self.decisions)
 
     @property
+    def undecided_by(self) -> str:
+        """Why a claim stayed inconclusive: "load" (other processes took the cores it needs in most
+        rounds) or "noise" (the intervals still straddle the bound); "" once decided."""
+        if self.verdict is not Verdict.INCONCLUSIVE:
+            return ""
+        n_contested = len(self.rounds) - len(self.clean_rounds)
+        return "load" if self.rounds and n_contested * 2 >= len(self.rounds) else "noise"
+
+    @property
+    def leans_to_fail(self) -> bool:
+        """Undecided with some claim's median on the failing side of its bound."""
+        return self.verdict is Verdict.INCONCLUSIVE and any(d.leans_to_fail for d in self.decisions)
+
+    def more_needed(self) -> str:
+        """Roughly how much more measurement would likely decide an undecided claim."""
+        more = [d.more_rounds() for d in self.decisions if d.verdict is Verdict.INCONCLUSIVE]
+        if not more:
+            return ""
+        if None in more:
+            return "its median sits on its bound: more rounds are unlikely to decide it"
+        rounds = max(m for m in more if m is not None)
+        per_round = self.elapsed_s / len(self.rounds) if self.rounds else 0.0
+        clean_share = len(self.clean_rounds) / len(self.rounds) if self.rounds else 1.0
+        seconds = rounds * per_round / max(clean_share, 1e-9)
+        return f"about {rounds} more rounds (~{seconds:.0f} s) would likely decide it"
+
+    @property
     def reason(self) -> str:
         if self.verdict is not Verdict.INCONCLUSIVE:
             return ""
         n_contested = len(self.rounds) - len(self.clean_rounds)
-        n_slowed = sum(self.slowed(r) for r in self.rounds)
-        if n_slowed * 2 >= len(self.rounds):
-            return (f"the cores ran unevenly fast in {n_slowed} of {len(self.rounds)} rounds: the same work "
-                    f"took {median([r.cpu_inflation for r in self.rounds]):.2f}x the CPU time in the "
-                    f"candidate (contention this machine does not report as load)")
-        if n_contested * 2 >= len(self.rounds):
+        if self.undecided_by == "load":
             return (f"other processes took the cores this claim needs in {n_contested} of "
                     f"{len(self.rounds)} rounds (foreign load {self.foreign_load:.2f} cores, "
                     f"{self.cores_needed} of {self.usable_cores} needed)")
         contested = f", {n_contested} of {len(self.rounds)} rounds contested" if n_contested else ""
+        more = self.more_needed()
         return (f"too noisy to decide within {self.elapsed_s:.1f} s at {self.confidence:.0%} "
-                f"confidence{contested}")
+                f"confidence{contested}" + (f"; {more}" if more else ""))
+
+    @property
+    def cpu_inflation(self) -> float:
+        """Median candidate CPU over baseline CPU for the same work: 1 where the cores deliver the
+        same work in parallel as in serial; above 1 where SMT siblings, a lower all-core clock or
+        shared memory bandwidth slow them. NaN unless ``same_work``."""
+        if not self.same_work:
+            return math.nan
+        return median([r.cpu_inflation for r in self.clean_rounds or self.rounds])
 
     @property
     def foreign_load(self) -> float:
@@ -414,15 +541,19 @@ class Measurement:
         clean = self.clean_rounds or self.rounds
         base = [r.baseline.wall for r in clean]
         cand = [r.candidate.wall for r in clean]
+        decisions = self.decisions
         return {
             "claim": self.name,
             "verdict": self.verdict.value,
             "reason": self.reason,
+            "undecided_by": self.undecided_by,
+            "leans_to_fail": self.leans_to_fail,
             "speedup_median": median([r.speedup for r in clean]),
             "speedup_best": min(base) / min(cand) if cand else math.nan,
             "parallelism_median": median([r.candidate.parallelism for r in clean]),
             "baseline_parallelism_median": median([r.baseline.parallelism for r in clean]),
             "cpu_inflation_median": median([r.cpu_inflation for r in self.rounds]),
+            "cpu_inflation": self.cpu_inflation,
             "same_work": self.same_work,
             "foreign_load_median": self.foreign_load,
             "rounds": len(self.rounds),
@@ -430,22 +561,26 @@ class Measurement:
             "cores_needed": self.cores_needed,
             "usable_cores": self.usable_cores,
             "confidence": self.confidence,
+            "family": len(self.claims),
             "elapsed_s": self.elapsed_s,
-            "claims": [d.as_dict() for d in self.decisions],
+            "claims": [d.as_dict() for d in decisions],
             "baseline_s": base,
             "candidate_s": cand,
         }
 
     def line(self) -> str:
-        """One line for a person: every claim's figure, interval and threshold, then the load.
+        """One line for a person: every claim's figure, interval and threshold, the CPU inflation of
+        same-work claims, then the load.
 
         When every round was contested, the figures shown are those of all rounds (the verdict
         still ignores them)."""
         decisions = self.decisions
         if not self.clean_rounds and self.rounds:
-            decisions = [decide([r.value(c.metric) for r in self.rounds], c, self.confidence)
-                         for c in self.claims]
+            decisions = self._decide(self.rounds)
         parts = "; ".join(d.line() for d in decisions)
+        inflation = self.cpu_inflation
+        if not math.isnan(inflation):
+            parts += f"; CPU inflation {inflation:.2f}x"
         load = self.foreign_load
         extra = f"; foreign load {load:.2f} cores" if not math.isnan(load) else ""
         return f"{parts}; {len(self.rounds)} rounds{extra}"
@@ -475,10 +610,11 @@ def measure(
     With ``repeats`` > 1 a round times A B A B ... that many times each and keeps each side's
     fastest call: for short serial work on a shared machine, where interference only ever adds
     time and comes in bursts, so that a few-percent claim is decided at all. ``same_work`` says
-    both sides do the same CPU work (a parallel claim), so that a round in which one side needed
-    far more CPU time is recognised as run on slowed cores (see SAME_WORK_CPU_TOLERANCE).
-    After ``min_rounds``, measurement stops as soon as every claim is decided; while any is not, it
-    goes on until ``budget_s * extension`` seconds have passed or ``max_rounds`` is reached.
+    both sides do the same CPU work (a parallel claim): their CPU ratio is then reported as the
+    CPU inflation, a property of the machine's cores, not a reason to drop rounds.
+    Every round is a planned look of the confidence sequence (:func:`sequential_ranks`), so
+    stopping as soon as every claim is decided costs no error; while any is not, measurement goes
+    on until ``budget_s * extension`` seconds have passed or ``max_rounds`` is reached.
     ``cores_needed`` is how many free cores the candidate needs to show the claim: 0 for waits
     that use no CPU (IO-bound work), whose rounds foreign load cannot contest.
     """
@@ -486,7 +622,8 @@ def measure(
         raise ValueError(f"cores_needed must be 0 or more, got {cores_needed}")
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
-    m = Measurement(name, tuple(claims), cores_needed, usable_cores, settings.confidence, same_work)
+    m = Measurement(name, tuple(claims), cores_needed, usable_cores, settings.confidence, same_work,
+                    min_rounds=settings.min_rounds, max_rounds=settings.max_rounds)
     baseline(), candidate()  # warm-up: first-call costs (imports, pool start, caches) stay out
     start = clock()
     deadline = start + settings.budget_s * settings.extension
@@ -501,9 +638,10 @@ def measure(
                 b_times.append(run(candidate))
                 a_times.append(run(baseline))
         m.rounds.append(Round(_fastest(a_times), _fastest(b_times)))
-        m.elapsed_s = clock() - start
-        if len(m.clean_rounds) >= settings.min_rounds and m.verdict is not Verdict.INCONCLUSIVE:
+        now = clock()
+        m.elapsed_s = now - start
+        if m.verdict is not Verdict.INCONCLUSIVE:  # no decision before min_rounds clean rounds
             break
-        if len(m.rounds) >= settings.min_rounds and clock() >= deadline:
+        if len(m.rounds) >= settings.min_rounds and now >= deadline:
             break
     return m

@@ -93,9 +93,15 @@ def test_foreign_load_makes_rounds_contested() -> None:
     assert "speedup 1.05 [1.05, 1.05] >= 1.35" in m.line()  # shown, though not used to decide
 
 
+def first_look(claims: int) -> int:
+    """The first round at which the default plan can decide ``claims`` claims on the same rounds."""
+    ranks = measure.sequential_ranks(0.9, claims, Settings.min_rounds, Settings.max_rounds)
+    return next(n for n, k in enumerate(ranks) if k)
+
+
 def test_idle_rounds_decide() -> None:
     idle = Round(timing(1.0), timing(0.52, cpu=1.0))
-    m = make_measurement([idle] * 6, [at_least("speedup", 1.35), at_least("parallelism", 1.35)])
+    m = make_measurement([idle] * first_look(2), [at_least("speedup", 1.35), at_least("parallelism", 1.35)])
     assert m.verdict is Verdict.HOLDS
     figures = m.figures()
     assert figures["speedup_median"] == pytest.approx(1.0 / 0.52)
@@ -115,30 +121,51 @@ def test_short_rounds_are_judged_by_the_load_over_all_rounds() -> None:
 
 def test_waits_that_need_no_core_are_never_contested() -> None:
     loaded = Round(timing(1.0, cpu=0.0, busy=2.0), timing(0.5, cpu=0.0, busy=1.0))
-    m = make_measurement([loaded] * 6, [at_least("speedup", 1.35)], cores_needed=0)
+    m = make_measurement([loaded] * first_look(1), [at_least("speedup", 1.35)], cores_needed=0)
     assert loaded.foreign_load == pytest.approx(2.0)
     assert not m.contested(loaded)
     assert m.verdict is Verdict.HOLDS
 
 
-def test_uneven_cores_contest_same_work_rounds() -> None:
-    """The same work taking 1.46x the CPU time in the candidate means its cores ran slower (the
-    Ray chapter saw speedup 1.16 with parallelism 1.69 at foreign load 0.04): not a verdict."""
+def test_uneven_cores_are_a_figure_not_a_reason_to_drop_rounds() -> None:
+    """The same work taking 1.46x the CPU time in the candidate (SMT siblings, a lower all-core
+    clock: contention the machine does not report as load) is a true shortfall of this machine:
+    the claim fails with its CPU inflation on the line and in the JSON, rather than being skipped."""
     slowed = Round(timing(1.0), timing(0.862, cpu=1.46))
-    m = make_measurement([slowed] * 6, [at_least("speedup", 1.35)])
-    assert m.verdict is Verdict.FAILS  # what it said before the check
+    m = make_measurement([slowed] * first_look(1), [at_least("speedup", 1.35)])
     m.same_work = True
-    assert m.slowed(slowed) and m.contested(slowed)
-    assert m.verdict is Verdict.INCONCLUSIVE
-    assert "took 1.46x the CPU time" in m.reason
-    even = Round(timing(1.0), timing(0.52, cpu=1.04))
-    assert not m.slowed(even)
-    # 0.12 s of pool workers' CPU, read in 10 ms ticks, can be 1.3x off without any contention...
-    short = Round(timing(0.12), Timing(0.07, 0.156, 0.156, ticked_cpu=0.156))
-    assert not m.slowed(short)
-    # ...but this process's own CPU is exact: the same figures from threads are slowed cores (the
-    # Numba chapter's nogil threads read 1.36x, speedup 1.23, at foreign load 0.00).
-    assert m.slowed(Round(timing(0.12), timing(0.07, cpu=0.156)))
+    assert not m.contested(slowed)
+    assert m.verdict is Verdict.FAILS
+    assert "CPU inflation 1.46x" in m.line()
+    assert m.figures()["cpu_inflation"] == pytest.approx(1.46)
+    assert m.figures()["contested_rounds"] == 0
+    m.same_work = False  # different work on each side: no inflation figure
+    assert "CPU inflation" not in m.line() and math.isnan(m.figures()["cpu_inflation"])
+
+
+def test_steal_and_foreign_load_contest_rounds_whichever_way_they_lean() -> None:
+    """Load the machine reports (other processes, or steal, counted as busy in /proc/stat) makes a
+    round contested for a claim that would hold as for one that would fail."""
+    for candidate_wall in (0.4, 1.0):  # would hold, would fail
+        busy = Round(timing(1.0, busy=2.0), timing(candidate_wall, cpu=1.0, busy=2.0))
+        m = make_measurement([busy] * 10, [at_least("speedup", 1.35)])
+        assert m.verdict is Verdict.INCONCLUSIVE and m.undecided_by == "load"
+        assert measure.too_loaded(busy.foreign_load, 2, 2)
+
+
+def test_an_undecided_claim_says_how_much_more_would_decide_it() -> None:
+    rng = random.Random(5)
+    values = [1.45 * math.exp(rng.gauss(0.0, 0.25)) for _ in range(12)]
+    rounds = [Round(timing(1.0), timing(1.0 / v, cpu=1.0)) for v in values]
+    m = make_measurement(rounds, [at_least("speedup", 1.35)], cores_needed=1)
+    m.elapsed_s = 12.0
+    assert m.verdict is Verdict.INCONCLUSIVE and m.undecided_by == "noise"
+    more = m.decisions[0].more_rounds()
+    assert more is not None and more > 0
+    assert f"about {more} more rounds (~{more:.0f} s) would likely decide it" in m.reason
+    assert not m.leans_to_fail  # its median (1.4-ish) is on the holding side
+    leaning = make_measurement(rounds, [at_least("speedup", 1.55)], cores_needed=1)
+    assert leaning.verdict is Verdict.INCONCLUSIVE and leaning.leans_to_fail
 
 
 def test_repeats_keep_each_sides_fastest_call() -> None:
@@ -151,7 +178,7 @@ def test_repeats_keep_each_sides_fastest_call() -> None:
 
 def test_one_failing_claim_fails_the_measurement() -> None:
     r = Round(timing(1.0), timing(0.5, cpu=0.5))  # 2x faster but parallelism 1: inconsistent
-    m = make_measurement([r] * 6, [at_least("speedup", 1.35), at_least("parallelism", 1.35)])
+    m = make_measurement([r] * first_look(2), [at_least("speedup", 1.35), at_least("parallelism", 1.35)])
     assert m.verdict is Verdict.FAILS
 
 
@@ -178,7 +205,7 @@ def test_measure_stops_once_decided() -> None:
     clock = itertools.count(0.0, 0.1).__next__
     m = measure.measure("t", baseline, candidate, [at_least("speedup", 1.35)], cores_needed=1,
                         usable_cores=2, settings=Settings(min_rounds=5), clock=clock, run=run)
-    assert len(m.rounds) == 5
+    assert len(m.rounds) == first_look(1)
     assert m.verdict is Verdict.HOLDS
 
 
