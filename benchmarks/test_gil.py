@@ -108,7 +108,7 @@ def test_gil_threads_do_not_speed_up_cpu_bound_work(speedup, hardware) -> None:
         if hardware.gil_enabled:
             claims = [at_most("speedup", SINGLE_CORE_CEILING), at_most("parallelism", SINGLE_CORE_CEILING)]
         else:  # free-threaded: the guide's claim does not hold, and this test says so by flipping
-            claims = [at_least("speedup", scaling_floor(workers))]
+            claims = [at_least("speedup", scaling_floor(min(workers, hardware.cpu_bound_cores)))]
         speedup(serial, threaded, claims, cores_needed=workers, same_work=True,
                 name=f"threads x{workers} vs serial")
     finally:
@@ -131,7 +131,7 @@ def test_processes_speed_up_cpu_bound_work(speedup, hardware, pytestconfig) -> N
         def parallel() -> None:
             list(pool.map(workloads.cpu_bound, [CPU_TASK] * workers))
 
-        floor = scaling_floor(workers)
+        floor = scaling_floor(min(workers, hardware.cpu_bound_cores))
         speedup(serial, parallel, [at_least("speedup", floor), at_least("parallelism", floor)],
                 cores_needed=workers, same_work=True, name=f"processes x{workers} vs serial")
 
@@ -151,7 +151,7 @@ def test_numpy_releases_the_gil(speedup, hardware) -> None:
         def threaded() -> None:
             list(pool.map(workloads.numpy_ufuncs, *args))
 
-        floor = scaling_floor(workers)
+        floor = scaling_floor(min(workers, hardware.cpu_bound_cores))
         speedup(serial, threaded, [at_least("speedup", floor)], cores_needed=workers, same_work=True,
                 name=f"numpy threads x{workers} vs serial")
 

@@ -126,7 +126,7 @@ def test_nogil_threads_scale(speedup, hardware, kernels: dict[str, Kernel]) -> N
     cores: the speedup and the effective parallelism both exceed the scaling floor. The threading
     chapter's "threads are for IO" stops being true."""
     workers = parallel_workers(hardware)
-    floor = scaling_floor(workers)
+    floor = scaling_floor(min(workers, hardware.cpu_bound_cores))
     threads_claim(speedup, workers, kernels["nogil"],
                   [at_least("speedup", floor), at_least("parallelism", floor)],
                   f"nogil njit threads x{workers} vs serial")
@@ -140,7 +140,7 @@ def test_gil_holding_njit_threads_do_not_scale(speedup, hardware, kernels: dict[
     if hardware.gil_enabled:
         claims = [at_most("speedup", SINGLE_CORE_CEILING), at_most("parallelism", SINGLE_CORE_CEILING)]
     else:
-        claims = [at_least("speedup", scaling_floor(workers))]
+        claims = [at_least("speedup", scaling_floor(min(workers, hardware.cpu_bound_cores)))]
     threads_claim(speedup, workers, kernels["njit"], claims, f"GIL-holding njit threads x{workers} vs serial")
 
 
@@ -157,7 +157,7 @@ def test_prange_scales_with_cores(speedup, hardware, kernels: dict[str, Kernel],
     parallel, njit = kernels["parallel"], kernels["njit"]
     assert math.isclose(parallel(THREAD_N), njit(THREAD_N), rel_tol=1e-12)
     benchmark.extra_info["numba_threading_layer"] = numba.threading_layer()
-    floor = scaling_floor(threads)
+    floor = scaling_floor(min(threads, hardware.cpu_bound_cores))
     speedup(lambda: njit(THREAD_N), lambda: parallel(THREAD_N),
             [at_least("speedup", floor), at_least("parallelism", floor)], cores_needed=threads,
             same_work=True, name=f"prange on {threads} threads vs serial njit", budget_factor=SHORT_ROUNDS)

@@ -118,7 +118,7 @@ def test_cpu_bound_tasks_scale_with_cores(ray, ray_cluster: RayCluster, speedup,
     def parallel() -> None:
         ray.get([task.remote(CPU_TASK) for _ in range(workers)], timeout=TIMEOUT)
 
-    floor = scaling_floor(workers)
+    floor = scaling_floor(min(workers, hardware.cpu_bound_cores))
     # parallelism counts the CPU of this process and its descendants: the local cluster's processes
     # (raylet, workers, GCS) are all children of this driver.
     speedup(serial, parallel, [at_least("speedup", floor), at_least("parallelism", floor)],

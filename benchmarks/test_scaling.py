@@ -62,7 +62,7 @@ def test_processes_scale_with_workers(speedup, benchmark, hardware, pytestconfig
     import multiprocessing
 
     context = multiprocessing.get_context(pytestconfig.getoption("hpc_start_method"))
-    claims = ([at_least("speedup", scaling_floor(workers))] if workers > 1
+    claims = ([at_least("speedup", scaling_floor(min(workers, hardware.cpu_bound_cores)))] if workers > 1
               else [at_most("parallelism", SINGLE_CORE_CEILING)])
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
         _measure(speedup, benchmark, pool, "processes", workers, claims)
@@ -76,6 +76,6 @@ def test_threads_do_not_scale_with_workers(speedup, benchmark, hardware, workers
     # make the claim inconclusive); one worker uses one core, GIL or not.
     claims = [at_most("parallelism", SINGLE_CORE_CEILING)]
     if workers > 1 and not hardware.gil_enabled:
-        claims = [at_least("speedup", scaling_floor(workers))]
+        claims = [at_least("speedup", scaling_floor(min(workers, hardware.cpu_bound_cores)))]
     with ThreadPoolExecutor(workers) as pool:
         _measure(speedup, benchmark, pool, "threads", workers, claims)

@@ -109,11 +109,41 @@ def usable_cores_from(affinity: int, quota: float | None) -> int:
     return max(1, min(affinity, math.floor(quota)))
 
 
-def _affinity() -> int:
+def _affinity_cpus() -> set[int]:
     try:
-        return len(os.sched_getaffinity(0))
+        return set(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        return set(range(os.cpu_count() or 1))
+
+
+def parse_cpu_list(text: str) -> set[int]:
+    """The kernel's CPU list format ("0-3,8,10-11") as a set of CPU numbers."""
+    cpus: set[int] = set()
+    for part in filter(None, text.strip().split(",")):
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return cpus
+
+
+SYS_CPU = Path("/sys/devices/system/cpu")
+
+
+def physical_cores_in(cpus: set[int], sys_cpu: Path = SYS_CPU) -> int:
+    """How many physical cores the CPUs in ``cpus`` sit on: SMT siblings (hyper-threads) share one.
+
+    From each CPU's topology/core_cpus_list (thread_siblings_list on older kernels), restricted to
+    ``cpus``; a CPU whose topology cannot be read counts as a core of its own (no SMT assumed).
+    """
+    cores: set[frozenset[int]] = set()
+    for cpu in cpus:
+        topology = sys_cpu / f"cpu{cpu}" / "topology"
+        text = _read(topology / "core_cpus_list") or _read(topology / "thread_siblings_list")
+        try:
+            siblings = parse_cpu_list(text) & cpus if text else set()
+        except ValueError:
+            siblings = set()
+        cores.add(frozenset(siblings or {cpu}))
+    return max(1, len(cores))
 
 
 def _memory_bytes() -> int | None:
@@ -328,9 +358,24 @@ class Hardware:
     ray_address: str | None = None
     mpi: MpiInfo | None = None
     gpu: GpuInfo | None = None
+    physical_cores: int = 0  # physical cores within the affinity set (0: not detected, as logical)
+
+    @property
+    def smt_siblings(self) -> bool:
+        """Some usable CPUs are SMT siblings (hyper-threads) of others: they share a core."""
+        return 0 < self.physical_cores < self.affinity_cores
+
+    @property
+    def cpu_bound_cores(self) -> int:
+        """Cores that can deliver CPU-bound work at the same time: physical cores within the
+        affinity set, cut by a cgroup quota. What CPU-bound scaling thresholds count; SMT siblings
+        share one core's execution units, so two of them do not give twice the work."""
+        return usable_cores_from(self.physical_cores or self.affinity_cores, self.cgroup_quota)
 
     def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+        info = asdict(self)
+        info["cpu_bound_cores"] = self.cpu_bound_cores
+        return info
 
     def blas_pools(self) -> list[dict[str, object]]:
         """NumPy's BLAS/OpenMP thread pools (imports NumPy; call only when NumPy is wanted)."""
@@ -344,7 +389,8 @@ class Hardware:
 
 
 def detect(start_method: str | None = None) -> Hardware:
-    affinity = _affinity()
+    cpus = _affinity_cpus()
+    affinity = len(cpus)
     quota = cgroup_cpu_quota()
     free_threaded_build, gil_enabled = gil_state()
     return Hardware(
@@ -365,6 +411,7 @@ def detect(start_method: str | None = None) -> Hardware:
         ray_address=os.environ.get("RAY_ADDRESS"),
         mpi=detect_mpi(),
         gpu=detect_gpu(),
+        physical_cores=physical_cores_in(cpus),
     )
 
 

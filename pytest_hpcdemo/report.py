@@ -67,9 +67,11 @@ def header_lines(hw: Hardware, start_method: str) -> list[str]:
     if hw.free_threaded_build and hw.gil_enabled:
         gil = "GIL re-enabled on a free-threaded build"
     threads = ", ".join(f"{k}={v}" for k, v in hw.thread_env.items()) or "no thread variables set"
+    smt = (f"; SMT siblings: {hw.affinity_cores} CPUs on {hw.physical_cores} physical cores, CPU-bound "
+           f"claims count {hw.cpu_bound_cores}" if hw.smt_siblings else "")
     lines = [
         f"hpcdemo: {hw.usable_cores} usable cores of {hw.logical_cores} (affinity {hw.affinity_cores}, "
-        f"{quota}); Python {hw.python}, {gil}; process start method {start_method}",
+        f"{quota}{smt}); Python {hw.python}, {gil}; process start method {start_method}",
         f"hpcdemo: numpy {hw.numpy or 'missing'}; {threads}",
         f"hpcdemo: numba {hw.numba}, threading layer {hw.numba_threading_layer} configured "
         f"(the layer used goes to machine_info once parallel code ran)" if hw.numba
