@@ -100,7 +100,8 @@ class SpeedupMeter:
         m = self.measure(baseline, candidate, claims, **options)
         self.record(m)
         why = f" ({m.reason})" if m.reason else ""  # an inconclusive claim says why on its line
-        self.log.record(self.nodeid, f"{m.name}: {m.line()}{why}", m.verdict.value)
+        self.log.record(self.nodeid, f"{m.name}: {m.line()}{why}", m.verdict.value,
+                        undecided_by=m.undecided_by, leans_to_fail=m.leans_to_fail)
         return assert_verdict(m)
 
 

@@ -500,7 +500,8 @@ class Measurement:
         per_round = self.elapsed_s / len(self.rounds) if self.rounds else 0.0
         clean_share = len(self.clean_rounds) / len(self.rounds) if self.rounds else 1.0
         seconds = rounds * per_round / max(clean_share, 1e-9)
-        return f"about {rounds} more rounds (~{seconds:.0f} s) would likely decide it"
+        plural = "s" if rounds > 1 else ""
+        return f"about {rounds} more round{plural} (~{seconds:.0f} s) would likely decide it"
 
     @property
     def reason(self) -> str:

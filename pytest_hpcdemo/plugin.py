@@ -10,9 +10,10 @@ import pytest
 
 from .markers import MARKERS
 from .optiontypes import number, positive_seconds
-from .session import OPTIONS_KEY, Options, claim_log, hardware_of, has_claims, under_xdist
+from .session import OPTIONS_KEY, STRICT_KEY, Options, claim_log, hardware_of, has_claims, under_xdist
 
 _confidence = number("a probability", lambda v: 0.5 <= v < 1, "at least 0.5 and below 1")
+_share = number("a share", lambda v: 0 <= v <= 1, "from 0 to 1")
 
 
 # Modules with fixtures and hooks (options included) of their own, one per concern, registered with
@@ -47,6 +48,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--hpc-start-method", choices=START_METHODS, default=DEFAULT_START_METHOD,
                     help="multiprocessing start method of process pools (default: forkserver; fork "
                          "breaks after Numba's OpenMP code ran)")
+    group.addoption("--hpc-strict", action="store_true", dest="hpc_strict", default=False,
+                    help="fail the session (exit status 1) when a claim stays inconclusive with its median "
+                         "on the failing side of its bound, or too many claims stay undecided (for CI)")
+    group.addoption("--hpc-strict-undecided", type=_share, default=0.25, metavar="SHARE",
+                    help="with --hpc-strict, the largest share of claims that may stay undecided, "
+                         "from 0 to 1 (default: 0.25)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -56,6 +63,8 @@ def pytest_configure(config: pytest.Config) -> None:
         budget_s=config.getoption("hpc_budget"),
         confidence=config.getoption("hpc_confidence"),
         start_method=config.getoption("hpc_start_method"),
+        strict=config.getoption("hpc_strict"),
+        strict_undecided=config.getoption("hpc_strict_undecided"),
     )
 
 
@@ -68,6 +77,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 # A test that takes one of these fixtures measures time: it is a timing test, marked or not.
 TIMING_FIXTURES = frozenset({"speedup", "gpu_benchmark", "mpi_benchmark"})
+CLAIM_FIXTURES = TIMING_FIXTURES | {"claim"}  # a test that takes one is on the claim summary
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -90,12 +100,26 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
+    claim_test = not CLAIM_FIXTURES.isdisjoint(getattr(item, "fixturenames", ()))
+    if report.when == "setup" and report.skipped and claim_test:
+        from .report import docstring_title  # a claim skipped before it opened (missing hardware): not run
+
+        claim_log(item.config).open(item.nodeid, docstring_title(getattr(item, "function", None)))
     if not has_claims(item.config):
         return report
     if report.when == "call" or (report.when == "setup" and not report.passed):
         reason = report.longrepr[2] if report.skipped and isinstance(report.longrepr, tuple) else ""
-        claim_log(item.config).settle(item.nodeid, report.outcome, reason)
+        from .report import error_of
+
+        claim_log(item.config).settle(item.nodeid, report.outcome, reason, error_of(report, call.excinfo))
     return report
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    from .session import strict_failure
+
+    if strict_failure(session.config) and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.hookimpl(trylast=True)  # after pytest-benchmark's table: the run ends with the claims
@@ -106,8 +130,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     terminalreporter.section("hpcdemo claims")
     for line in log.lines():
         terminalreporter.write_line(line)
-    counts = ", ".join(f"{n} {verdict}" for verdict, n in sorted(log.counts().items()))
-    terminalreporter.write_line(f"claims: {counts}")
+    terminalreporter.write_line(log.count_line())
+    if STRICT_KEY in config.stash:
+        terminalreporter.write_line(config.stash[STRICT_KEY], red=True, bold=True)
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from .hardware import Hardware
 from .markers import INSTALL_HINT
 
-VERDICT_BY_OUTCOME = {"passed": "holds", "failed": "fails", "skipped": "inconclusive"}
+# What the summary counts apart. "not run": skipped before any measurement (missing hardware,
+# package or launcher); "error": the test broke before a measurement could decide (a crashed pool
+# worker), which is neither a claim refuted nor one undecided.
+HOLDS, FAILS, INCONCLUSIVE, NOT_RUN, ERROR = "holds", "fails", "inconclusive", "not run", "error"
+UNDECIDED_CAUSES = ("noise", "load")
+DEFAULT_STRICT_UNDECIDED = 0.25  # --hpc-strict fails a session with a larger share of claims undecided
 
 
 @dataclass
@@ -16,6 +22,40 @@ class ClaimRecord:
     title: str = ""  # the first line of the test's docstring: the claim in words
     line: str = ""  # the figures
     verdict: str | None = None  # set by the measurement, else from the test's outcome
+    undecided_by: str = ""  # "noise" or "load" for an inconclusive claim
+    leans_to_fail: bool = False  # inconclusive with its median on the failing side of its bound
+
+    @property
+    def category(self) -> str:
+        """The summary's count this claim falls in: "inconclusive (load)" apart from "(noise)"."""
+        verdict = self.verdict or NOT_RUN
+        if verdict == INCONCLUSIVE:
+            return f"{INCONCLUSIVE} ({self.undecided_by or 'noise'})"
+        return verdict
+
+
+def docstring_title(function: object) -> str:
+    """The first line of a test function's docstring: the claim in words."""
+    doc = (getattr(function, "__doc__", None) or "").strip()
+    return doc.splitlines()[0] if doc else ""
+
+
+def error_of(report: Any, excinfo: Any) -> str:
+    """The exception that broke a failed test before its claim was decided (a fixture's, a crashed
+    pool's: BrokenProcessPool), in one line; "" for a passed test, an assertion or a claim that failed
+    (``pytest.fail``)."""
+    import pytest
+
+    if not report.failed or excinfo is None:
+        return ""
+    if report.when == "call" and excinfo.errisinstance((AssertionError, pytest.fail.Exception)):
+        return ""
+    message = str(excinfo.value).strip().partition("\n")[0]
+    return f"error: {excinfo.typename}: {message}" if message else f"error: {excinfo.typename}"
+
+
+def _is_inconclusive_skip(reason: str) -> bool:
+    return reason.removeprefix("Skipped: ").startswith("inconclusive")
 
 
 @dataclass
@@ -27,37 +67,72 @@ class ClaimLog:
     def open(self, nodeid: str, title: str) -> None:
         self.records.setdefault(nodeid, ClaimRecord(nodeid, title))
 
-    def record(self, nodeid: str, line: str, verdict: str | None = None) -> None:
+    def record(self, nodeid: str, line: str, verdict: str | None = None, *, undecided_by: str = "",
+               leans_to_fail: bool = False) -> None:
         rec = self.records.setdefault(nodeid, ClaimRecord(nodeid))
         rec.line = f"{rec.line}; {line}" if rec.line else line
-        if verdict is not None and rec.verdict != "fails":
+        if verdict is not None and rec.verdict != FAILS:
             rec.verdict = verdict
+        if verdict == INCONCLUSIVE:
+            rec.undecided_by = "load" if "load" in (rec.undecided_by, undecided_by) else undecided_by
+            rec.leans_to_fail = rec.leans_to_fail or leans_to_fail
 
-    def settle(self, nodeid: str, outcome: str, skip_reason: str = "") -> None:
-        """A claim test's outcome decides the verdict where no measurement gave one."""
+    def settle(self, nodeid: str, outcome: str, skip_reason: str = "", error: str = "") -> None:
+        """A claim test's outcome decides the verdict where no measurement gave one. ``error`` is
+        the exception that ended a failed test other than an assertion or a claim's failure: the
+        claim was never measured to the end, so it counts as an error, not as refuted."""
         rec = self.records.get(nodeid)
         if rec is None:
             return
         if outcome == "failed":
-            rec.verdict = "fails"
-        elif rec.verdict is None:
-            rec.verdict = VERDICT_BY_OUTCOME.get(outcome, outcome)
-            if outcome == "skipped" and skip_reason and not rec.line:
+            rec.verdict = ERROR if error else FAILS
+            if error:
+                rec.line = f"{rec.line}; {error}" if rec.line else error
+        elif rec.verdict is None and outcome == "skipped":
+            rec.verdict = INCONCLUSIVE if _is_inconclusive_skip(skip_reason) else NOT_RUN
+            if rec.verdict == INCONCLUSIVE:
+                rec.undecided_by = "load" if "other processes" in skip_reason else "noise"
+            if skip_reason and not rec.line:
                 rec.line = skip_reason
+        elif rec.verdict is None:
+            rec.verdict = HOLDS if outcome == "passed" else outcome
 
     def lines(self) -> list[str]:
         width = max((len(r.nodeid) for r in self.records.values()), default=0)
         return [
-            f"{(r.verdict or 'not run').upper():<12} {r.nodeid:<{width}}  {r.line or r.title}"
+            f"{(r.verdict or NOT_RUN).upper():<12} {r.nodeid:<{width}}  {r.line or r.title}"
             for r in self.records.values()
         ]
 
     def counts(self) -> dict[str, int]:
+        """Claims per category: holds, fails, inconclusive (noise), inconclusive (load), not run, error."""
         counts: dict[str, int] = {}
         for r in self.records.values():
-            key = r.verdict or "not run"
-            counts[key] = counts.get(key, 0) + 1
+            counts[r.category] = counts.get(r.category, 0) + 1
         return counts
+
+    def count_line(self) -> str:
+        """"claims: 3 holds, 1 inconclusive (load), 2 not run": the categories that occur, in order."""
+        order = [HOLDS, FAILS, *(f"{INCONCLUSIVE} ({c})" for c in UNDECIDED_CAUSES), NOT_RUN, ERROR]
+        counts = self.counts()
+        order += sorted(set(counts) - set(order))
+        return "claims: " + ", ".join(f"{counts[k]} {k}" for k in order if counts.get(k))
+
+    def strict_failure(self, undecided_share: float) -> str | None:
+        """Why ``--hpc-strict`` fails this session, or None: a claim stayed inconclusive with its
+        median on the failing side of its bound, or more than ``undecided_share`` of the claims
+        that ran stayed undecided."""
+        leaning = [r.nodeid for r in self.records.values() if r.verdict == INCONCLUSIVE and r.leans_to_fail]
+        if leaning:
+            more = f" (and {len(leaning) - 1} more)" if len(leaning) > 1 else ""
+            return (f"--hpc-strict: {leaning[0]}{more} stayed inconclusive with its median on the failing "
+                    f"side of its bound")
+        ran = [r for r in self.records.values() if r.verdict not in (None, NOT_RUN)]
+        undecided = sum(r.verdict == INCONCLUSIVE for r in ran)
+        if ran and undecided / len(ran) > undecided_share:
+            return (f"--hpc-strict: {undecided} of {len(ran)} claims stayed undecided, more than the "
+                    f"{undecided_share:.0%} allowed (--hpc-strict-undecided)")
+        return None
 
 
 def header_lines(hw: Hardware, start_method: str) -> list[str]:

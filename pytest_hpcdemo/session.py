@@ -20,6 +20,8 @@ class Options(NamedTuple):
     budget_s: float
     confidence: float
     start_method: str
+    strict: bool = False  # --hpc-strict: undecided claims can fail the session
+    strict_undecided: float = 0.25  # --hpc-strict-undecided: the share of undecided claims allowed
 
     @property
     def measure_settings(self) -> Settings:
@@ -51,6 +53,20 @@ def under_xdist(config: pytest.Config) -> bool:
 
 def has_claims(config: pytest.Config) -> bool:
     return CLAIMS_KEY in config.stash
+
+
+STRICT_KEY = pytest.StashKey[str]()
+
+
+def strict_failure(config: pytest.Config) -> str | None:
+    """Why --hpc-strict fails this session (kept for the summary), or None."""
+    options = options_of(config)
+    if not options.strict or not has_claims(config):
+        return None
+    why = claim_log(config).strict_failure(options.strict_undecided)
+    if why:
+        config.stash[STRICT_KEY] = why
+    return why
 
 
 def hardware_of(config: pytest.Config) -> Hardware:
