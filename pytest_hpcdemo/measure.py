@@ -262,6 +262,13 @@ def sequential_ranks(confidence: float, family: int, min_rounds: int, max_rounds
     return tuple(ranks)
 
 
+def on_failing_side(claim: Claim, value: float) -> bool:
+    """``value`` (a median) lies where the claim would fail: below a ``>=`` bound, above a ``<=``."""
+    if math.isnan(value):
+        return False
+    return value < claim.threshold if claim.op == ">=" else value > claim.threshold
+
+
 @dataclass(frozen=True)
 class Decision:
     claim: Claim
@@ -278,11 +285,7 @@ class Decision:
     @property
     def leans_to_fail(self) -> bool:
         """Undecided with its median on the failing side of the bound (what --hpc-strict fails)."""
-        if self.verdict is not Verdict.INCONCLUSIVE or math.isnan(self.median):
-            return False
-        if self.claim.op == ">=":
-            return self.median < self.claim.threshold
-        return self.median > self.claim.threshold
+        return self.verdict is Verdict.INCONCLUSIVE and on_failing_side(self.claim, self.median)
 
     def more_rounds(self) -> int | None:
         """Roughly how many more rounds would likely decide an undecided claim: the interval's

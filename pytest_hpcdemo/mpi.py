@@ -261,8 +261,10 @@ class MpiBenchmark:
                 *, name: str, cores_needed: int = 1, budget_factor: float = 0.3) -> dict[str, Any]:
         """Interleaved rounds of both; each claim (metric ``speedup`` = baseline time / candidate
         time) gets a verdict from the per-round ratios: fails the test, holds, or skips it as
-        inconclusive with the figures, as does a failure while other processes took the cores the
-        claim needs. Every rank sees the same (max over ranks) times and reaches the same verdict."""
+        inconclusive with the figures, as does any verdict reached while other processes took the
+        cores the claim needs (measure.too_loaded, the rule of every measurement). The figures
+        have the keys of measure.Measurement.figures(). Every rank sees the same (max over ranks)
+        times and reaches the same verdict."""
         from . import measure
         from .claims import enforce, record_figures
 
@@ -271,29 +273,47 @@ class MpiBenchmark:
         rounds_c, iter_c = self.timer.calibrate(candidate, time_s)
         rounds = max(rounds_b, rounds_c, 7)
         times: list[list[float]] = []
+        started = time.perf_counter()
         load = self._foreign_load(
             lambda: times.extend(self.timer.interleaved(baseline, candidate, rounds, (iter_b, iter_c))))
+        elapsed = time.perf_counter() - started
         base, cand = times
         ratios = [b / c for b, c in zip(base, cand, strict=True)]
-        decisions = [measure.decide(ratios, claim, self.confidence) for claim in claims]
+        # One planned look at a fixed number of rounds; the claims share the error (Bonferroni).
+        decisions = [measure.decide(ratios, claim, self.confidence, family=len(claims)) for claim in claims]
         verdict = measure.overall(decisions)
-        reason = f"too noisy to decide at {self.confidence:.0%}"
-        if load is not None and load > self.run["usable_cores"] - cores_needed + 0.5:
-            reason = f"other processes took {load:.2f} cores; this claim needs {cores_needed}"
-            if verdict is measure.Verdict.FAILS:
-                verdict = measure.Verdict.INCONCLUSIVE
+        # The load rule of measure.Measurement, both ways: the load is known for the whole run only,
+        # so under load every round is contested, whichever way the claim leans.
+        contested = measure.too_loaded(load, self.run["usable_cores"], cores_needed)
+        undecided_by = ""
+        if contested or verdict is measure.Verdict.INCONCLUSIVE:
+            verdict = measure.Verdict.INCONCLUSIVE
+            undecided_by = "load" if contested else "noise"
+        reason = "" if verdict is not measure.Verdict.INCONCLUSIVE else (
+            f"other processes took {load:.2f} cores in all {rounds} rounds; this claim needs {cores_needed}"
+            if contested else f"too noisy to decide at {self.confidence:.0%} confidence")
+        leans_to_fail = verdict is measure.Verdict.INCONCLUSIVE and any(
+            measure.on_failing_side(d.claim, d.median) for d in decisions)
         line = "; ".join(d.line() for d in decisions) + f"; {rounds} rounds"
         if load is not None:
             line += f"; foreign load {load:.2f} cores"
-        figures = {
-            "claim": name, "verdict": verdict.value, "speedup_median": measure.median(ratios),
-            "baseline_median_s": measure.median(base), "candidate_median_s": measure.median(cand),
-            "rounds": rounds, "iterations": [iter_b, iter_c], "confidence": self.confidence,
-            "foreign_load": load, "cores_needed": cores_needed,
-            "claims": [d.as_dict() for d in decisions],
+        nan = float("nan")
+        figures = {  # the keys of measure.Measurement.figures(), NaN where MPI measures no such figure
+            "claim": name, "verdict": verdict.value, "reason": reason, "undecided_by": undecided_by,
+            "leans_to_fail": leans_to_fail, "speedup_median": measure.median(ratios),
+            "speedup_best": min(base) / min(cand), "parallelism_median": nan,
+            "baseline_parallelism_median": nan, "cpu_inflation_median": nan, "cpu_inflation": nan,
+            "same_work": False, "foreign_load_median": nan if load is None else load,
+            "rounds": rounds, "contested_rounds": rounds if contested else 0, "cores_needed": cores_needed,
+            "usable_cores": self.run["usable_cores"], "confidence": self.confidence, "family": len(claims),
+            "elapsed_s": elapsed, "claims": [d.as_dict() for d in decisions],
             "baseline_s": base, "candidate_s": cand,
+            # MPI's own
+            "baseline_median_s": measure.median(base), "candidate_median_s": measure.median(cand),
+            "iterations": [iter_b, iter_c], "foreign_load": load,
         }
         record_figures(self.benchmark, name, cand, figures)
-        self.log.record(self.nodeid, f"{name}: {line}", verdict.value)
+        self.log.record(self.nodeid, f"{name}: {line}", verdict.value, undecided_by=undecided_by,
+                        leans_to_fail=leans_to_fail)
         enforce(verdict, name, reason, line)
         return figures
