@@ -149,3 +149,28 @@ def test_fixed_looks_share_the_error_of_a_family() -> None:
     pair = measure.decide(values, at_least("speedup", 1.0), 0.9, family=2)
     assert (single.low, pair.low) == (values[measure.median_ci_rank(20, 0.9) - 1],
                                       values[measure.median_ci_rank(20, 0.95) - 1])
+
+
+def rates(trials: int) -> list[str]:
+    """The figures quoted in the README and measure.py: ``python tests/test_sequential.py 1000``."""
+    family = [at_least("speedup", 1.0), at_least("parallelism", 1.0)]
+    cases = [("on the bound, >=", 1.0, 1.0, [at_least("speedup", 1.0)]),
+             ("on the bound, <=", 1.0, 1.0, [at_most("speedup", 1.0)]),
+             ("family of 2 on their bounds", 1.0, 1.0, family),
+             ("15% above", 1.15, 1.0, [at_least("speedup", 1.0)]),
+             ("15% below", 1 / 1.15, 1.0, [at_least("speedup", 1.0)]),
+             ("family of 2, 15% above", 1.15, 1.15, family)]
+    lines = []
+    for seed, (name, speedup, parallelism, claims) in enumerate(cases, start=100):
+        results = simulate(seed, trials, speedup, claims, parallelism)
+        rounds = sorted(len(m.rounds) for m in results)
+        holds, fails = share(results, Verdict.HOLDS), share(results, Verdict.FAILS)
+        lines.append(f"{name}: holds {holds:.1%}, fails {fails:.1%}, "
+                     f"median {rounds[trials // 2]} rounds, at most {rounds[-1]}")
+    return lines
+
+
+if __name__ == "__main__":
+    import sys
+
+    print("\n".join(rates(int(sys.argv[1]) if len(sys.argv) > 1 else 1000)))
