@@ -474,6 +474,11 @@ class Measurement:
         return sequential_ranks(self.confidence, max(1, len(self.claims)), self.min_rounds,
                                 max(self.max_rounds, self.min_rounds))
 
+    @property
+    def first_look(self) -> int:
+        """The first round at which the plan can decide (7 for one claim at 90%, 8 for two)."""
+        return next((n for n, k in enumerate(self.ranks) if k), len(self.ranks) - 1)
+
     def _decide(self, rounds: Sequence[Round]) -> list[Decision]:
         ranks = self.ranks
         return [decide_sequentially([r.value(c.metric) for r in rounds], c, ranks) for c in self.claims]
@@ -626,7 +631,8 @@ def measure(
     CPU inflation, a property of the machine's cores, not a reason to drop rounds.
     Every round is a planned look of the confidence sequence (:func:`sequential_ranks`), so
     stopping as soon as every claim is decided costs no error; while any is not, measurement goes
-    on until ``budget_s * extension`` seconds have passed or ``max_rounds`` is reached.
+    on until ``budget_s * extension`` seconds have passed (and the plan's first decisive look,
+    :attr:`Measurement.first_look`, is reached) or ``max_rounds`` is.
     ``cores_needed`` is how many free cores the candidate needs to show the claim: 0 for waits
     that use no CPU (IO-bound work), whose rounds foreign load cannot contest.
     """
@@ -654,6 +660,6 @@ def measure(
         m.elapsed_s = now - start
         if m.verdict is not Verdict.INCONCLUSIVE:  # no decision before min_rounds clean rounds
             break
-        if len(m.rounds) >= settings.min_rounds and now >= deadline:
+        if len(m.rounds) >= m.first_look and now >= deadline:  # out of time, once it had a chance
             break
     return m
