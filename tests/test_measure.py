@@ -232,3 +232,26 @@ def test_timed_accounts_cpu_of_the_process() -> None:
     t = measure.timed(lambda: sum(i * i for i in range(300_000)))
     assert t.wall > 0 and t.cpu > 0
     assert 0 < t.parallelism < 1.5  # one thread cannot use more than one core
+
+
+def test_a_decision_stays_once_reached_and_its_interval_only_narrows() -> None:
+    """The verdict is the first decisive look's; the interval shown is the intersection of all
+    looks' (a confidence sequence), so later rounds cannot undo a decision the plan counted."""
+    claim = at_least("speedup", 1.35)
+    ranks = measure.sequential_ranks(0.9, 1, 5, 60)
+    early = [2.0] * first_look(1)
+    later = early + [1.0] * 6  # a run of slow rounds after the decision
+    d_early, d_later = (measure.decide_sequentially(v, claim, ranks) for v in (early, later))
+    assert d_early.verdict is d_later.verdict is Verdict.HOLDS
+    assert d_later.rounds == first_look(1) and d_later.low >= 1.35
+    assert d_later.high <= d_early.high
+
+
+def test_figures_keep_the_keys_the_gate_reads() -> None:
+    idle = Round(timing(1.0), timing(0.52, cpu=1.0))
+    figures = make_measurement([idle] * first_look(1), [at_least("speedup", 1.35)]).figures()
+    assert {"claim", "verdict", "reason", "speedup_median", "speedup_best", "parallelism_median",
+            "baseline_parallelism_median", "cpu_inflation_median", "same_work", "foreign_load_median",
+            "rounds", "contested_rounds", "cores_needed", "usable_cores", "confidence", "elapsed_s",
+            "claims", "baseline_s", "candidate_s"} <= set(figures)
+    assert {"cpu_inflation", "undecided_by", "leans_to_fail", "family"} <= set(figures)
