@@ -376,6 +376,18 @@ def decide_sequentially(values: Sequence[float], claim: Claim, ranks: Sequence[i
                     decided_at if verdict is not Verdict.INCONCLUSIVE else n_all)
 
 
+def more_needed(decisions: Sequence[Decision], seconds_per_round: float) -> str:
+    """Roughly how much more measurement would likely decide the undecided claims; "" if none."""
+    more = [d.more_rounds() for d in decisions if d.verdict is Verdict.INCONCLUSIVE]
+    if not more:
+        return ""
+    if None in more:
+        return "its median sits on its bound: more rounds are unlikely to decide it"
+    rounds = max(m for m in more if m is not None)
+    plural = "s" if rounds > 1 else ""
+    return f"about {rounds} more round{plural} (~{rounds * seconds_per_round:.0f} s) would likely decide it"
+
+
 def too_loaded(load: float | None, usable_cores: int, cores_needed: int) -> bool:
     """Other processes left fewer free cores than a claim needs: the rule for contested rounds,
     the same for a claim that would hold and one that would fail (and for MPI's measurements)."""
@@ -507,17 +519,9 @@ class Measurement:
 
     def more_needed(self) -> str:
         """Roughly how much more measurement would likely decide an undecided claim."""
-        more = [d.more_rounds() for d in self.decisions if d.verdict is Verdict.INCONCLUSIVE]
-        if not more:
-            return ""
-        if None in more:
-            return "its median sits on its bound: more rounds are unlikely to decide it"
-        rounds = max(m for m in more if m is not None)
         per_round = self.elapsed_s / len(self.rounds) if self.rounds else 0.0
         clean_share = len(self.clean_rounds) / len(self.rounds) if self.rounds else 1.0
-        seconds = rounds * per_round / max(clean_share, 1e-9)
-        plural = "s" if rounds > 1 else ""
-        return f"about {rounds} more round{plural} (~{seconds:.0f} s) would likely decide it"
+        return more_needed(self.decisions, per_round / max(clean_share, 1e-9))
 
     @property
     def reason(self) -> str:

@@ -291,7 +291,8 @@ class MpiBenchmark:
             undecided_by = "load" if contested else "noise"
         reason = "" if verdict is not measure.Verdict.INCONCLUSIVE else (
             f"other processes took {load:.2f} cores in all {rounds} rounds; this claim needs {cores_needed}"
-            if contested else f"too noisy to decide at {self.confidence:.0%} confidence")
+            if contested else f"too noisy to decide at {self.confidence:.0%} confidence; "
+            f"{measure.more_needed(decisions, elapsed / rounds)}")
         leans_to_fail = verdict is measure.Verdict.INCONCLUSIVE and any(
             measure.on_failing_side(d.claim, d.median) for d in decisions)
         line = "; ".join(d.line() for d in decisions) + f"; {rounds} rounds"
