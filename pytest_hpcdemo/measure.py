@@ -131,9 +131,6 @@ class Timing:
     wall: float
     cpu: float
     busy: float | None
-    # CPU of other processes (pool workers, reaped children) counted in ``cpu``: read in clock ticks,
-    # unlike this process's own, which is exact.
-    ticked_cpu: float = 0.0
 
     @property
     def parallelism(self) -> float:
@@ -155,8 +152,7 @@ def timed(fn: Callable[[], object], clock: Callable[[], float] = time.perf_count
     busy1, reaped1, own1 = system_busy_seconds(), reaped_children_cpu_seconds(), time.process_time()
     children1 = descendants_cpu_seconds()
     busy = None if busy0 is None or busy1 is None else busy1 - busy0
-    ticked = reaped1 - reaped0 + children1 - children0
-    return Timing(wall, own1 - own0 + ticked, busy, ticked)
+    return Timing(wall, own1 - own0 + reaped1 - reaped0 + children1 - children0, busy)
 
 
 Run = Callable[[Callable[[], object]], Timing]  # how one call is timed
