@@ -281,10 +281,12 @@ class Decision:
     low: float
     high: float
     rounds: int = 0  # values the verdict was reached on (all of them while undecided)
+    interval: bool = True  # False: too few values for any interval; low and high are their range
 
     def line(self) -> str:
-        return f"{self.claim.metric} {self.median:.2f} [{self.low:.2f}, {self.high:.2f}] {self.claim.op} " \
-               f"{self.claim.threshold:.3g}"
+        spread = f"[{self.low:.2f}, {self.high:.2f}]" if self.interval else \
+            f"(range {self.low:.2f}-{self.high:.2f}: too few rounds for an interval)"
+        return f"{self.claim.metric} {self.median:.2f} {spread} {self.claim.op} {self.claim.threshold:.3g}"
 
     @property
     def leans_to_fail(self) -> bool:
@@ -307,7 +309,7 @@ class Decision:
 
     def as_dict(self) -> dict[str, object]:
         return {"claim": str(self.claim), "verdict": self.verdict.value, "median": self.median,
-                "ci_low": self.low, "ci_high": self.high, "rounds": self.rounds}
+                "ci_low": self.low, "ci_high": self.high, "rounds": self.rounds, "interval": self.interval}
 
 
 def overall(decisions: Sequence[Decision]) -> Verdict:
@@ -338,7 +340,7 @@ def decide(values: Sequence[float], claim: Claim, confidence: float, family: int
     mid = median(ordered)
     k = median_ci_rank(n, 1.0 - (1.0 - confidence) / family)
     if k == 0:
-        return Decision(claim, Verdict.INCONCLUSIVE, mid, ordered[0], ordered[-1], n)
+        return Decision(claim, Verdict.INCONCLUSIVE, mid, ordered[0], ordered[-1], n, interval=False)
     low, high = ordered[k - 1], ordered[n - k]
     return Decision(claim, _side(claim, low, high), mid, low, high, n)
 
@@ -366,20 +368,21 @@ def decide_sequentially(values: Sequence[float], claim: Claim, ranks: Sequence[i
         if verdict is Verdict.INCONCLUSIVE:
             verdict = _side(claim, low, high)
             decided_at = n
-    if math.isinf(low) or math.isinf(high):
-        low, high = ordered[0], ordered[-1]  # too few rounds for any interval: show their range
+    if math.isinf(low) or math.isinf(high):  # too few rounds for any interval: show their range
+        return Decision(claim, verdict, median(ordered), ordered[0], ordered[-1], n_all, interval=False)
     return Decision(claim, verdict, median(ordered), low, high,
                     decided_at if verdict is not Verdict.INCONCLUSIVE else n_all)
 
 
-def more_needed(decisions: Sequence[Decision], seconds_per_round: float) -> str:
-    """Roughly how much more measurement would likely decide the undecided claims; "" if none."""
+def more_needed(decisions: Sequence[Decision], seconds_per_round: float, at_least: int = 0) -> str:
+    """Roughly how much more measurement would likely decide the undecided claims; "" if none.
+    ``at_least``: the rounds still missing before the plan's first decisive look."""
     more = [d.more_rounds() for d in decisions if d.verdict is Verdict.INCONCLUSIVE]
     if not more:
         return ""
     if None in more:
         return "its median sits on its bound: more rounds are unlikely to decide it"
-    rounds = max(m for m in more if m is not None)
+    rounds = max(at_least, *(m for m in more if m is not None))
     plural = "s" if rounds > 1 else ""
     return f"about {rounds} more round{plural} (~{rounds * seconds_per_round:.0f} s) would likely decide it"
 
@@ -517,7 +520,8 @@ class Measurement:
         """Roughly how much more measurement would likely decide an undecided claim."""
         per_round = self.elapsed_s / len(self.rounds) if self.rounds else 0.0
         clean_share = len(self.clean_rounds) / len(self.rounds) if self.rounds else 1.0
-        return more_needed(self.decisions, per_round / max(clean_share, 1e-9))
+        return more_needed(self.decisions, per_round / max(clean_share, 1e-9),
+                           self.first_look - len(self.clean_rounds))
 
     @property
     def reason(self) -> str:
@@ -632,7 +636,8 @@ def measure(
     Every round is a planned look of the confidence sequence (:func:`sequential_ranks`), so
     stopping as soon as every claim is decided costs no error; while any is not, measurement goes
     on until ``budget_s * extension`` seconds have passed (and the plan's first decisive look,
-    :attr:`Measurement.first_look`, is reached) or ``max_rounds`` is.
+    :attr:`Measurement.first_look`, is reached in clean rounds, unless load contested most of
+    them) or ``max_rounds`` is.
     ``cores_needed`` is how many free cores the candidate needs to show the claim: 0 for waits
     that use no CPU (IO-bound work), whose rounds foreign load cannot contest.
     """
@@ -660,6 +665,8 @@ def measure(
         m.elapsed_s = now - start
         if m.verdict is not Verdict.INCONCLUSIVE:  # no decision before min_rounds clean rounds
             break
-        if len(m.rounds) >= m.first_look and now >= deadline:  # out of time, once it had a chance
+        # Out of time, once the plan had a chance to decide (or load contested most rounds).
+        if now >= deadline and len(m.rounds) >= m.first_look and \
+                (len(m.clean_rounds) >= m.first_look or m.undecided_by == "load"):
             break
     return m
