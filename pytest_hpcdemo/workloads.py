@@ -106,9 +106,23 @@ def worker_identity(seconds: float = 0.01) -> tuple[int, int]:
     return os.getpid(), threading.get_ident()
 
 
-def die() -> None:
-    """Ends the worker process abruptly, as a segfault or an OOM kill would."""
-    os._exit(1)
+def append_pid(values: list[int]) -> int:
+    """Appends this process's pid to ``values`` and returns it: on a pickled copy in another
+    process, the caller's list stays as it was."""
+    values.append(os.getpid())
+    return os.getpid()
+
+
+def die(how: str = "exit", pid_file: str | None = None) -> None:
+    """Ends the worker process abruptly: ``exit`` (``os._exit(3)``), ``kill`` (SIGKILL, as the OOM
+    killer does) or ``segfault`` (SIGSEGV); first writes its pid to ``pid_file`` when given."""
+    import signal
+
+    if pid_file:
+        Path(pid_file).write_text(str(os.getpid()))
+    if how == "exit":
+        os._exit(3)
+    os.kill(os.getpid(), {"kill": signal.SIGKILL, "segfault": signal.SIGSEGV}[how])
 
 
 class Counter:
