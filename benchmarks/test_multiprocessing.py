@@ -8,6 +8,7 @@ costs against its alternative in the same run.
 from __future__ import annotations
 
 import multiprocessing
+import os
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -120,7 +121,8 @@ def test_chunksize_amortises_tiny_tasks(speedup, pool) -> None:
 
 
 @pytest.mark.parametrize("death, ended_by", [("exit", "exit code 3"), ("kill", "signal 9 (SIGKILL)"),
-                                             ("segfault", "signal 11 (SIGSEGV)")])
+                                             ("segfault", "signal 11 (SIGSEGV)")],
+                         ids=["exit", "kill", "segfault"])
 def test_dead_worker_breaks_the_pool_clearly(start_method: str, death: str, ended_by: str,
                                              tmp_path: Path, claim) -> None:
     """A worker that dies (segfault, OOM kill, ``os._exit``) fails its future with
@@ -130,7 +132,7 @@ def test_dead_worker_breaks_the_pool_clearly(start_method: str, death: str, ende
     make_pool = make_process_pool_factory(start_method)
     pid_file = tmp_path / "pid"
     with bounded(make_pool(1)) as broken:
-        future = broken.submit(workloads.die, death, str(pid_file))
+        future = broken.submit(workloads.die, death, str(pid_file), os.getpid())
         with pytest.raises(BrokenProcessPool, match="terminated abruptly") as info:
             future.result(timeout=60)
         with pytest.raises(BrokenProcessPool):

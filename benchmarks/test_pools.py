@@ -63,6 +63,22 @@ class Gates:
         self.keys.append(key)
         return pool.submit(workloads.wait_for_file, self.path(key), key, RELEASE_TIMEOUT)
 
+    def map(self, pool, keys: list[object]):
+        """``pool.map`` over gated tasks; each creates ``done_path(key)`` as it ends."""
+        self.keys.extend(keys)
+        paths, done_paths = [self.path(k) for k in keys], [self.done_path(k) for k in keys]
+        return pool.map(workloads.wait_for_file, paths, keys, [RELEASE_TIMEOUT] * len(keys), done_paths,
+                        timeout=STEP_TIMEOUT)
+
+    def done_path(self, key: object) -> str:
+        return str(self.directory / f"done-{key}")
+
+    def wait_done(self, key: object) -> None:
+        deadline = time.monotonic() + STEP_TIMEOUT
+        while not os.path.exists(self.done_path(key)):
+            assert time.monotonic() < deadline, f"task {key} did not end {STEP_TIMEOUT:g} s after its release"
+            time.sleep(0.002)
+
 
 @pytest.fixture
 def gates(tmp_path: Path, executor) -> Iterator[Gates]:
@@ -73,7 +89,8 @@ def gates(tmp_path: Path, executor) -> Iterator[Gates]:
     gates.release_all()
 
 
-def wait_running(future, timeout: float = STEP_TIMEOUT) -> None:
+def wait_running(future, timeout: float | None = None) -> None:
+    timeout = STEP_TIMEOUT if timeout is None else timeout
     deadline = time.monotonic() + timeout
     while not future.running() and not future.done():
         assert time.monotonic() < deadline, f"the task never started within {timeout:g} s"
@@ -151,17 +168,20 @@ def test_as_completed_yields_in_completion_order(executor, gates, claim) -> None
     claim(f"submitted {keys}, released {release_order}, as_completed gave {seen}")
 
 
-def test_map_yields_in_input_order(executor, claim) -> None:
+def test_map_yields_in_input_order(executor, gates, claim) -> None:
     """"the map method can guarantee the order of tasks": results come in input order even when
-    later inputs finish first (the guide's durations 0.3, 0.2, 0.1, 0.4, 0.5, scaled down)."""
-    durations = [0.15, 0.10, 0.05, 0.20, 0.25]
-    pool = executor(len(durations))
-    started = time.perf_counter()
-    finished = []
-    for value in pool.map(workloads.io_wait, durations):
-        finished.append((value, time.perf_counter() - started))
-    assert [v for v, _ in finished] == durations
-    claim("map order " + ", ".join(f"{v}s@{t:.2f}" for v, t in finished))
+    later inputs finish first (the guide shows it with durations 0.3, 0.2, 0.1, 0.4, 0.5; here the
+    tasks are released last input first, each ending before the next is released)."""
+    keys = [0, 1, 2, 3, 4]
+    pool = executor(len(keys))
+    results = gates.map(pool, keys)
+    finish_order = keys[::-1]
+    for key in finish_order:
+        gates.release(key)
+        gates.wait_done(key)
+    got = list(results)
+    assert got == keys, f"map yielded {got} for tasks that finished in the order {finish_order}"
+    claim(f"tasks finished in the order {finish_order}; map yielded {got}")
 
 
 def test_map_reraises_a_worker_exception_in_place(executor) -> None:
