@@ -27,7 +27,7 @@ LEAKS_KEY = pytest.StashKey[list[tuple[str, threading.Thread]]]()
 # (a pool shut down with wait=False finishes its last task in that time).
 SETTLE_S = 1.0
 # At exit, how long leaked threads get to end before the process ends without them.
-EXIT_GRACE_S = 5.0
+EXIT_GRACE_S = 3.0
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
