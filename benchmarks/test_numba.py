@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import ctypes
 import math
-import multiprocessing
 import subprocess
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pytest_hpcdemo import numba_support, workloads
+from pytest_hpcdemo.backends.processes import make_process_pool_factory
+from pytest_hpcdemo.backends.teardown import bounded
 from pytest_hpcdemo.measure import SINGLE_CORE_CEILING, Claim, at_least, at_most, scaling_floor
 
 if TYPE_CHECKING:
@@ -248,7 +249,7 @@ def test_process_pool_works_after_parallel_code(pytestconfig, kernels: dict[str,
 
     expected = kernels["parallel"](JIT_N)
     method = pytestconfig.getoption("hpc_start_method")
-    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context(method)) as pool:
+    with bounded(make_process_pool_factory(method)(2)) as pool:
         numba_result = pool.submit(workloads.numba_pi_parallel, JIT_N)
         python_result = pool.submit(workloads.cpu_bound, 1000)
         assert math.isclose(numba_result.result(timeout=120), expected, rel_tol=1e-12)

@@ -75,6 +75,17 @@ def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
                 f"executor fixture)"), stacklevel=1)
 
 
+def wake_idle_thread_pool_workers() -> None:
+    """What ``concurrent.futures`` does at exit, done first: idle workers of every thread pool end
+    (a worker running a task ends after it)."""
+    thread_pools = sys.modules.get("concurrent.futures.thread")
+    if thread_pools is None:
+        return
+    thread_pools._shutdown = True  # type: ignore[attr-defined]
+    for work_queue in list(thread_pools._threads_queues.values()):  # type: ignore[attr-defined]
+        work_queue.put(None)
+
+
 def kill_leaked_process_workers() -> None:
     """SIGKILL the workers of every process pool whose manager thread is still alive."""
     process_pools = sys.modules.get("concurrent.futures.process")
@@ -94,6 +105,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
     def end_despite_leaks() -> None:
         # Registered after concurrent.futures', so it runs before their join of the pools' threads.
+        wake_idle_thread_pool_workers()
         kill_leaked_process_workers()
         alive = [(nodeid, t) for nodeid, t in leaks if t.is_alive()]
         for _, thread in alive:

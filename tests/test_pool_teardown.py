@@ -97,3 +97,23 @@ def test_own_pid_is_never_killed_by_die() -> None:
 
     with pytest.raises(RuntimeError, match="caller's process"):
         workloads.die("kill", None, os.getpid())
+
+
+IDLE_LEAK = """
+from concurrent.futures import ThreadPoolExecutor
+
+KEPT = []
+
+def test_leaks_an_idle_pool():
+    KEPT.append(ThreadPoolExecutor(1))
+    assert KEPT[0].submit(int, 7).result(timeout=10) == 7
+"""
+
+
+def test_a_leaked_idle_pool_is_named_and_ends_with_the_session(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(IDLE_LEAK)
+    result, _ = run(pytester)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*test_leaks_an_idle_pool left 1 thread(s) running after its teardown*"])
+    assert "still run" not in result.stderr.str(), "an idle leaked pool's worker did not end at exit"
+    assert result.ret == 0
