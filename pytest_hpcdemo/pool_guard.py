@@ -22,7 +22,6 @@ import pytest
 from .optiontypes import positive_seconds
 
 THREADS_BEFORE = pytest.StashKey[frozenset[threading.Thread]]()
-LEAKS_KEY = pytest.StashKey[list[tuple[str, threading.Thread]]]()
 # How long a thread the test started gets to end after its teardown before it counts as leaked
 # (a pool shut down with wait=False finishes its last task in that time).
 SETTLE_S = 1.0
@@ -68,7 +67,7 @@ def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
             thread.join(SETTLE_S / len(started))
         leaked = [t for t in started if t.is_alive()]
         if leaked:
-            item.config.stash.setdefault(LEAKS_KEY, []).extend((item.nodeid, t) for t in leaked)
+            EXIT.leaks.extend((item.nodeid, t) for t in leaked)
             warnings.warn(pytest.PytestWarning(
                 f"{item.nodeid} left {len(leaked)} thread(s) running after its teardown: "
                 f"{', '.join(map(describe_thread, leaked))}; shut its pools down (or use the "
@@ -97,23 +96,34 @@ def kill_leaked_process_workers() -> None:
                 worker.kill()
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    leaks = session.config.stash.get(LEAKS_KEY, [])
-    if not leaks:
-        return
+class ExitGuard:
+    """The leaks of every session in this process, and the session that finished last, whose exit
+    status the process ends with: a session run inside another (pytester's in-process runs)
+    finishes first, so the outer one's status is never replaced by an inner one's."""
 
-    def end_despite_leaks() -> None:
-        # Registered after concurrent.futures', so it runs before their join of the pools' threads.
+    def __init__(self) -> None:
+        self.leaks: list[tuple[str, threading.Thread]] = []
+        self.last_session: pytest.Session | None = None
+        self.registered = False
+
+    def session_finished(self, session: pytest.Session) -> None:
+        self.last_session = session
+        if self.leaks and not self.registered:
+            # Registered after concurrent.futures' own exit hooks, so it runs before they join
+            # the pools' threads.
+            threading._register_atexit(self.end_despite_leaks)  # type: ignore[attr-defined]
+            self.registered = True
+
+    def end_despite_leaks(self) -> None:
         wake_idle_thread_pool_workers()
         kill_leaked_process_workers()
-        alive = [(nodeid, t) for nodeid, t in leaks if t.is_alive()]
+        alive = [(nodeid, t) for nodeid, t in self.leaks if t.is_alive()]
         for _, thread in alive:
             thread.join(EXIT_GRACE_S / len(alive))
         alive = [(nodeid, t) for nodeid, t in alive if t.is_alive()]
-        if not alive:
+        if not alive or self.last_session is None:
             return
-        status = int(session.exitstatus)
+        status = int(self.last_session.exitstatus)
         tests = sorted({nodeid for nodeid, _ in alive})
         sys.stdout.flush()
         sys.stderr.write(f"hpcdemo: {len(alive)} thread(s) leaked by {', '.join(tests)} still run "
@@ -122,4 +132,10 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         sys.stderr.flush()
         os._exit(status)
 
-    threading._register_atexit(end_despite_leaks)  # type: ignore[attr-defined]
+
+EXIT = ExitGuard()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    EXIT.session_finished(session)
