@@ -62,21 +62,23 @@ class Gates:
 
     def submit(self, pool, key: object):
         self.keys.append(key)
-        return pool.submit(workloads.wait_for_file, self.path(key), key, RELEASE_TIMEOUT)
+        return pool.submit(workloads.wait_for_file, self.path(key), key, RELEASE_TIMEOUT,
+                           self.marker("done", key), self.marker("started", key))
 
     def map(self, pool, keys: list[object]):
         """``pool.map`` over gated tasks; each creates ``done_path(key)`` as it ends."""
         self.keys.extend(keys)
-        paths, done_paths = [self.path(k) for k in keys], [self.done_path(k) for k in keys]
+        paths, done_paths = [self.path(k) for k in keys], [self.marker("done", k) for k in keys]
         return pool.map(workloads.wait_for_file, paths, keys, [RELEASE_TIMEOUT] * len(keys), done_paths,
                         timeout=STEP_TIMEOUT)
 
-    def done_path(self, key: object) -> str:
-        return str(self.directory / f"done-{key}")
+    def marker(self, event: str, key: object) -> str:
+        """The file a gated task creates as it starts (``started``) or ends (``done``)."""
+        return str(self.directory / f"{event}-{key}")
 
     def wait_done(self, key: object) -> None:
         deadline = time.monotonic() + STEP_TIMEOUT
-        while not os.path.exists(self.done_path(key)):
+        while not os.path.exists(self.marker("done", key)):
             assert time.monotonic() < deadline, f"task {key} did not end {STEP_TIMEOUT:g} s after its release"
             time.sleep(0.002)
 
@@ -155,16 +157,21 @@ def test_cancel_queued_but_not_running(executor, executor_backend, gates, claim)
 
 
 def test_pool_runs_max_workers_tasks_at_once(executor, executor_backend, gates, claim) -> None:
-    """A pool of ``max_workers`` runs that many tasks at the same time: every one of them is
-    running while all are still held (what lets ``as_completed`` and ``wait`` see any order).
+    """A pool of ``max_workers`` runs that many tasks at the same time: every one of them has
+    started (its own marker file, not ``Future.running()``, which a process pool sets as it queues
+    a call) while all are still held: what lets ``as_completed`` and ``wait`` see any order.
     Where it does not, the later tests that need tasks at once fail at once, citing this one."""
     max_workers = 3
     pool = executor(max_workers)
     futures = [gates.submit(pool, k) for k in range(max_workers)]
     deadline = time.monotonic() + STEP_TIMEOUT
-    while not all(f.running() for f in futures):
+
+    def started() -> int:
+        return sum(os.path.exists(gates.marker("started", k)) for k in range(max_workers))
+
+    while started() < max_workers:
         if time.monotonic() > deadline:
-            seen = (f"only {sum(f.running() for f in futures)} of {max_workers} held tasks ran at once "
+            seen = (f"only {started()} of {max_workers} held tasks ran at once "
                     f"after {STEP_TIMEOUT:g} s on a pool of max_workers={max_workers}")
             SERIALISED[executor_backend.name] = seen
             pytest.fail(seen, pytrace=False)

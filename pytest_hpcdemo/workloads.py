@@ -71,15 +71,19 @@ def shared_array_nbytes(name: str, shape: tuple[int, ...], dtype: str) -> int:
         block.close()
 
 
-def wait_for_file(path: str, value: Any = None, timeout: float = 60.0, done_path: str | None = None) -> Any:
-    """Blocks until ``path`` exists, then (after creating ``done_path`` when given) returns
-    ``value``: a task whose end the test controls, and can see without its future.
+def wait_for_file(path: str, value: Any = None, timeout: float = 60.0, done_path: str | None = None,
+                  started_path: str | None = None) -> Any:
+    """Creates ``started_path`` (when given), blocks until ``path`` exists, creates ``done_path``
+    (when given) and returns ``value``: a task whose end the test controls, and whose start and
+    end it can see without its future.
 
     Works the same in a thread, a process, an MPI rank or a Ray worker on this machine, so that the
     executor conformance suite orders completions without relying on sleeps.
     """
     deadline = time.monotonic() + timeout
     target = Path(path)
+    if started_path:
+        Path(started_path).touch()
     while not target.exists():
         if time.monotonic() > deadline:
             raise TimeoutError(f"{path} was not released within {timeout} s")
