@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import threading
 from collections import Counter as Multiset
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from queue import Queue
 
 import pytest
 
 from pytest_hpcdemo import workloads
+from pytest_hpcdemo.backends.processes import make_process_pool_factory
+from pytest_hpcdemo.backends.teardown import bounded
 from pytest_hpcdemo.measure import SINGLE_CORE_CEILING, at_least, at_most, scaling_floor
 
 # Fixed sizes (never calibrated from a timing): ~0.1 s of pure-Python work per task here.
@@ -90,14 +92,14 @@ def test_lock_prevents_lost_updates(claim) -> None:
 
 
 @pytest.mark.cores(2)
-def test_gil_threads_do_not_speed_up_cpu_bound_work(speedup, hardware) -> None:
-    """CPU-bound pure-Python work on N threads is no faster than serial, and the threads together
-    never use more than one core: the GIL lets one thread run at a time (guide: "GIL is not
-    suitable for CPU bound task"). On a free-threaded build with the GIL off the claim flips: the
-    threads must scale like processes."""
+def test_cpu_bound_threads_scale_only_without_the_gil(speedup, hardware) -> None:
+    """CPU-bound pure-Python work on N threads: with the GIL (every build but a free-threaded one
+    with the GIL off) they are no faster than serial and together never use more than one core,
+    since the GIL lets one thread run at a time (guide: "GIL is not suitable for CPU bound task").
+    Without the GIL the guide's claim does not hold and this one flips: the threads speed the work
+    up and use N cores, both by the scaling floor, as processes do."""
     workers = min(hardware.usable_cores, 4)
-    pool = ThreadPoolExecutor(workers)
-    try:
+    with bounded(ThreadPoolExecutor(workers)) as pool:
         def serial() -> None:
             for _ in range(workers):
                 workloads.cpu_bound(CPU_TASK)
@@ -108,22 +110,20 @@ def test_gil_threads_do_not_speed_up_cpu_bound_work(speedup, hardware) -> None:
         if hardware.gil_enabled:
             claims = [at_most("speedup", SINGLE_CORE_CEILING), at_most("parallelism", SINGLE_CORE_CEILING)]
         else:  # free-threaded: the guide's claim does not hold, and this test says so by flipping
-            claims = [at_least("speedup", scaling_floor(min(workers, hardware.cpu_bound_cores)))]
+            claims = [at_least("speedup", scaling_floor(min(workers, hardware.cpu_bound_cores))),
+                      at_least("parallelism", scaling_floor(workers))]
+        gil = "GIL enabled" if hardware.gil_enabled else "GIL disabled"
         speedup(serial, threaded, claims, cores_needed=workers, same_work=True,
-                name=f"threads x{workers} vs serial")
-    finally:
-        pool.shutdown()
+                name=f"threads x{workers} vs serial ({gil})")
 
 
 @pytest.mark.cores(2)
 def test_processes_speed_up_cpu_bound_work(speedup, hardware, pytestconfig) -> None:
     """The same CPU-bound work on N processes is faster than serial and uses N cores: processes
     have one GIL each. (The guide stops at threads; this is the way round the GIL it implies.)"""
-    import multiprocessing
-
     workers = min(hardware.usable_cores, 4)
-    context = multiprocessing.get_context(pytestconfig.getoption("hpc_start_method"))
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+    make_pool = make_process_pool_factory(pytestconfig.getoption("hpc_start_method"))
+    with bounded(make_pool(workers)) as pool:
         def serial() -> None:
             for _ in range(workers):
                 workloads.cpu_bound(CPU_TASK)
@@ -141,7 +141,7 @@ def test_numpy_releases_the_gil(speedup, hardware) -> None:
     """NumPy's elementwise loops release the GIL, so NumPy work does speed up on threads: the
     guide's "threads are for IO" is true of pure-Python code only."""
     workers = min(hardware.usable_cores, 4)
-    with ThreadPoolExecutor(workers) as pool:
+    with bounded(ThreadPoolExecutor(workers)) as pool:
         args = [NUMPY_SIZE] * workers, [NUMPY_REPEATS] * workers
 
         def serial() -> None:
@@ -159,7 +159,7 @@ def test_numpy_releases_the_gil(speedup, hardware) -> None:
 def test_threads_overlap_io_waits(speedup) -> None:
     """IO-bound waits overlap on threads: N waits take about 1/N of the serial time, whatever the
     number of cores (guide: "multiple threading is suitable for IO bound mission")."""
-    with ThreadPoolExecutor(IO_TASKS) as pool:
+    with bounded(ThreadPoolExecutor(IO_TASKS)) as pool:
         def serial() -> None:
             for _ in range(IO_TASKS):
                 workloads.io_wait(IO_SECONDS)

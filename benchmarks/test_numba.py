@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import ctypes
 import math
-import multiprocessing
 import subprocess
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pytest_hpcdemo import numba_support, workloads
+from pytest_hpcdemo.backends.processes import make_process_pool_factory
+from pytest_hpcdemo.backends.teardown import bounded
 from pytest_hpcdemo.measure import SINGLE_CORE_CEILING, Claim, at_least, at_most, scaling_floor
 
 if TYPE_CHECKING:
@@ -57,10 +58,11 @@ def parallel_workers(hardware: Hardware) -> int:
 
 def test_njit_speeds_up_a_python_loop(speedup, kernels: dict[str, Kernel]) -> None:
     """``@njit`` turns a pure-Python numeric loop into machine code that runs many times faster
-    (measured 65-109x here; the floor is 20x) and computes the very same floats."""
+    and computes the very same floats. "Many times" is read as an order of magnitude: the bound is
+    10x (measured 65-109x here), the claim's own definition, not a figure of this machine."""
     njit = kernels["njit"]
     assert njit(JIT_N) == workloads.pi_midpoint(JIT_N)
-    speedup(lambda: workloads.pi_midpoint(JIT_N), lambda: njit(JIT_N), [at_least("speedup", 20.0)],
+    speedup(lambda: workloads.pi_midpoint(JIT_N), lambda: njit(JIT_N), [at_least("speedup", 10.0)],
             cores_needed=1, name="njit vs pure Python")
 
 
@@ -73,6 +75,9 @@ def first_calls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str,
     return {"cold": cold, "cached": cached}
 
 
+# Single-shot timings (one probe per process, not interleaved rounds): timing tests, which skip
+# under pytest-xdist, where other workers would share the cores during the one shot.
+@pytest.mark.timing
 def test_first_call_pays_compilation(first_calls: dict[str, dict[str, Any]], claim) -> None:
     """The first call of a jitted function compiles it: in a fresh interpreter it costs far more
     than the steady state (at least 10x for this sub-millisecond call), and Numba's own compile-time
@@ -90,6 +95,7 @@ def test_first_call_pays_compilation(first_calls: dict[str, dict[str, Any]], cla
         f"Numba's compile time {cold['numba_compile_s']:.3f} s does not explain the extra {excess:.3f} s"
 
 
+@pytest.mark.timing
 def test_cache_removes_most_compile_time(first_calls: dict[str, dict[str, Any]], claim) -> None:
     """``cache=True`` writes the machine code to disk; a fresh process loads it instead of
     compiling, and its first call costs at most a quarter of the compiling one. What the cache does
@@ -132,15 +138,18 @@ def test_nogil_threads_scale(speedup, hardware, kernels: dict[str, Kernel]) -> N
                   f"nogil njit threads x{workers} vs serial")
 
 
-def test_gil_holding_njit_threads_do_not_scale(speedup, hardware, kernels: dict[str, Kernel]) -> None:
-    """The same compiled function without ``nogil`` holds the GIL throughout: N threads are no
-    faster than serial and use one core, as pure Python does (test_gil.py). Compiling alone does
-    not escape the GIL. On a free-threaded build with the GIL off the claim flips."""
+def test_gil_holding_njit_threads_scale_only_without_the_gil(speedup, hardware,
+                                                            kernels: dict[str, Kernel]) -> None:
+    """The same compiled function without ``nogil`` holds the GIL throughout: where the GIL is on,
+    N threads are no faster than serial and use one core, as pure Python does (test_gil.py).
+    Compiling alone does not escape the GIL. Without the GIL (a free-threaded build) the claim
+    flips: speedup and parallelism both reach the scaling floor."""
     workers = parallel_workers(hardware)
     if hardware.gil_enabled:
         claims = [at_most("speedup", SINGLE_CORE_CEILING), at_most("parallelism", SINGLE_CORE_CEILING)]
     else:
-        claims = [at_least("speedup", scaling_floor(min(workers, hardware.cpu_bound_cores)))]
+        claims = [at_least("speedup", scaling_floor(min(workers, hardware.cpu_bound_cores))),
+                  at_least("parallelism", scaling_floor(workers))]
     threads_claim(speedup, workers, kernels["njit"], claims, f"GIL-holding njit threads x{workers} vs serial")
 
 
@@ -199,10 +208,11 @@ def test_numba_num_threads_is_respected(hardware, claim) -> None:
 
 def test_numba_loop_beats_numpy_expression(speedup, kernels: dict[str, Kernel]) -> None:
     """On arrays beyond the caches, one compiled loop beats the same formula as NumPy expressions,
-    which make and traverse a temporary array per operation (measured ~6x here; floor 1.5x)."""
+    which make and traverse a temporary array per operation. "Beats" is the bound: the loop takes
+    less time (speedup above 1; measured ~6x here)."""
     njit = kernels["njit"]
     assert math.isclose(njit(NUMPY_N), workloads.pi_midpoint_numpy(NUMPY_N), rel_tol=1e-12)
-    speedup(lambda: workloads.pi_midpoint_numpy(NUMPY_N), lambda: njit(NUMPY_N), [at_least("speedup", 1.5)],
+    speedup(lambda: workloads.pi_midpoint_numpy(NUMPY_N), lambda: njit(NUMPY_N), [at_least("speedup", 1.0)],
             cores_needed=1, name="njit loop vs NumPy expression", budget_factor=SHORT_ROUNDS)
 
 
@@ -239,7 +249,7 @@ def test_process_pool_works_after_parallel_code(pytestconfig, kernels: dict[str,
 
     expected = kernels["parallel"](JIT_N)
     method = pytestconfig.getoption("hpc_start_method")
-    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context(method)) as pool:
+    with bounded(make_process_pool_factory(method)(2)) as pool:
         numba_result = pool.submit(workloads.numba_pi_parallel, JIT_N)
         python_result = pool.submit(workloads.cpu_bound, 1000)
         assert math.isclose(numba_result.result(timeout=120), expected, rel_tol=1e-12)

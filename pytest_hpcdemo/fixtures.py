@@ -66,15 +66,27 @@ def executor_backend(request: pytest.FixtureRequest) -> Backend:
 
 
 @pytest.fixture
-def executor(executor_backend: Backend) -> Iterator[Callable[[int], Executor]]:
-    """``executor(max_workers)`` makes a pool of the current backend; all are shut down afterwards."""
+def executor(request: pytest.FixtureRequest,
+             executor_backend: Backend) -> Iterator[Callable[[int], Executor]]:
+    """``executor(max_workers)`` makes a pool of the current backend; all are shut down afterwards,
+    each within ``--hpc-pool-grace`` seconds: past it the workers are killed and the test fails
+    naming the tasks still pending."""
+    from .backends.teardown import PoolTeardownError, shutdown_within, track
+
+    grace_s = request.config.getoption("hpc_pool_grace")
     made: list[Executor] = []
 
     def make(max_workers: int) -> Executor:
-        pool = executor_backend.make(max_workers)
+        pool = track(executor_backend.make(max_workers))
         made.append(pool)
         return pool
 
     yield make
+    errors = []
     for pool in made:
-        pool.shutdown(wait=True, cancel_futures=True)
+        try:
+            shutdown_within(pool, grace_s)
+        except PoolTeardownError as exc:
+            errors.append(str(exc))
+    if errors:
+        pytest.fail("; ".join(errors), pytrace=False)

@@ -71,18 +71,25 @@ def shared_array_nbytes(name: str, shape: tuple[int, ...], dtype: str) -> int:
         block.close()
 
 
-def wait_for_file(path: str, value: Any = None, timeout: float = 60.0) -> Any:
-    """Blocks until ``path`` exists, then returns ``value``: a task whose end the test controls.
+def wait_for_file(path: str, value: Any = None, timeout: float = 60.0, done_path: str | None = None,
+                  started_path: str | None = None) -> Any:
+    """Creates ``started_path`` (when given), blocks until ``path`` exists, creates ``done_path``
+    (when given) and returns ``value``: a task whose end the test controls, and whose start and
+    end it can see without its future.
 
     Works the same in a thread, a process, an MPI rank or a Ray worker on this machine, so that the
     executor conformance suite orders completions without relying on sleeps.
     """
     deadline = time.monotonic() + timeout
     target = Path(path)
+    if started_path:
+        Path(started_path).touch()
     while not target.exists():
         if time.monotonic() > deadline:
             raise TimeoutError(f"{path} was not released within {timeout} s")
         time.sleep(0.002)
+    if done_path:
+        Path(done_path).touch()
     return value
 
 
@@ -106,9 +113,26 @@ def worker_identity(seconds: float = 0.01) -> tuple[int, int]:
     return os.getpid(), threading.get_ident()
 
 
-def die() -> None:
-    """Ends the worker process abruptly, as a segfault or an OOM kill would."""
-    os._exit(1)
+def append_pid(values: list[int]) -> int:
+    """Appends this process's pid to ``values`` and returns it: on a pickled copy in another
+    process, the caller's list stays as it was."""
+    values.append(os.getpid())
+    return os.getpid()
+
+
+def die(how: str = "exit", pid_file: str | None = None, caller_pid: int | None = None) -> None:
+    """Ends the worker process abruptly: ``exit`` (``os._exit(3)``), ``kill`` (SIGKILL, as the OOM
+    killer does) or ``segfault`` (SIGSEGV); first writes its pid to ``pid_file`` when given.
+    Refuses to end ``caller_pid``: a "process" pool that runs tasks in the caller would kill it."""
+    import signal
+
+    if os.getpid() == caller_pid:
+        raise RuntimeError(f"die() ran in the caller's process {caller_pid}, not in a pool worker")
+    if pid_file:
+        Path(pid_file).write_text(str(os.getpid()))
+    if how == "exit":
+        os._exit(3)
+    os.kill(os.getpid(), {"kill": signal.SIGKILL, "segfault": signal.SIGSEGV}[how])
 
 
 class Counter:
