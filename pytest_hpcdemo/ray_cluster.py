@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .measure import _descendant_pids
 
@@ -196,6 +199,15 @@ def _set_cluster_mode(enabled: bool) -> bool:
     return previous
 
 
+def _put_back(handlers: dict[int, Any]) -> None:
+    """Restore the signal handlers ``ray.init`` replaced: its SIGTERM handler calls ``sys.exit(15)``
+    inside whatever test runs, where the session's (interrupts.py) ends the session cleanly."""
+    if threading.current_thread() is threading.main_thread():
+        for signum, handler in handlers.items():
+            if handler is not None and signal.getsignal(signum) != handler:
+                signal.signal(signum, handler)
+
+
 def worker_niceness() -> int:
     """Runs in a Ray worker: the niceness it runs at."""
     return os.nice(0)
@@ -283,11 +295,13 @@ def start_cluster(num_cpus: int, address: str | None, timeout: float = 120.0) ->
 
         if "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" in env:
             saved_mode = _set_cluster_mode(False)
+        handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
         if address is None:
             ray.init(address="local", num_cpus=num_cpus, num_gpus=0, include_dashboard=False,
                      object_store_memory=OBJECT_STORE_BYTES, log_to_driver=False, logging_level="warning")
         else:  # with an address, Ray refuses num_cpus and the like: the cluster has its own
             ray.init(address=address, log_to_driver=False, logging_level="warning")
+        _put_back(handlers)
         start_s = time.perf_counter() - t0
         new = set(_descendant_pids(os.getpid())) - before if address is None else set()
         roots = [Proc.of(pid) for pid in sorted(new)]
