@@ -144,6 +144,7 @@ def test_waits_forever(comm):
 
 
 def test_collection_mismatch_is_an_error_on_every_rank(pytester: pytest.Pytester) -> None:
+    """Rank 0 alone says which test ids each rank lacks; every rank exits with status 4."""
     pytester.makeconftest(STATUS_CONFTEST)
     pytester.makepyfile("""
 import os
@@ -157,7 +158,10 @@ if os.environ.get("PMI_RANK") == "1":
 """)
     run = mpirun(pytester, 2)
     assert run.ret == pytest.ExitCode.USAGE_ERROR
-    assert "MPI ranks collected different tests (rank 0: 1 tests" in run.err
+    assert run.err.count("MPI ranks collected different tests") == 1, run.err
+    lacking = "test_collection_mismatch_is_an_error_on_every_rank.py::test_only_on_rank_1"
+    assert f"rank 0 (1 tests, 0 collection errors) lacks {lacking}; " \
+           "rank 1 (2 tests, 0 collection errors) lacks none" in run.err
     assert run.statuses() == [4, 4]
 
 
