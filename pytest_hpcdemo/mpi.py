@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import faulthandler
 import hashlib
+import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -23,10 +26,14 @@ from typing import Any, TextIO
 # longer means they are blocked in a collective that this rank never entered, and the job is ended.
 LONE_RANK_GRACE_S = 10.0
 BASE_PREFIX = "pytest-hpcdemo-mpi-"
+ABORT_NOTICE = ".hpcdemo-aborting"  # in the base: a watchdog is aborting the job (mpi_monitor.py)
+MONITOR_EXIT_S = 5.0
 MISMATCH_IDS_SHOWN = 10
 ABORT_DELAY_S = 1.0
 # After SIGINT/SIGTERM, the longest any rank waits for the others (see Watchdog).
 INTERRUPT_GRACE_S = 3.0
+# The job's exit status after an abort: pytest's "tests failed", or "interrupted" after a signal.
+ABORT_STATUS, INTERRUPTED_STATUS = 1, 2
 
 
 # How often a rank that waits for the others checks on them. It sleeps in between, so that with more
@@ -42,6 +49,15 @@ def wait_sleeping(comm: Any) -> None:
         time.sleep(WAIT_POLL_S)
 
 
+def mapped_shared_memory(pid: int | str = "self") -> set[str]:
+    """The /dev/shm files that a process maps (Linux; none elsewhere)."""
+    try:
+        lines = Path(f"/proc/{pid}/maps").read_text().splitlines()
+    except OSError:
+        return set()
+    return {path for line in lines if (path := line.split(maxsplit=5)[-1]).startswith("/dev/shm/")}
+
+
 class Watchdog:
     """A thread that, past a deadline, prints why, dumps every thread's stack and aborts the job.
 
@@ -51,7 +67,7 @@ class Watchdog:
     the ranks that did see it would otherwise wait for it in the session-end exchange.
     """
 
-    def __init__(self, describe: str, abort: Callable[[], None],
+    def __init__(self, describe: str, abort: Callable[[int], None],
                  before_abort: Callable[[], None] = lambda: None) -> None:
         self.describe = describe  # "rank 2 of 4"
         self._abort = abort
@@ -119,7 +135,7 @@ class Watchdog:
         # launcher) before the first abort ends every process.
         time.sleep(ABORT_DELAY_S)
         self._before_abort()
-        self._abort()
+        self._abort(ABORT_STATUS if dump else INTERRUPTED_STATUS)
 
 
 class MpiSession:
@@ -134,8 +150,8 @@ class MpiSession:
         self.comm = MPI.COMM_WORLD.Dup()
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         self.launcher, self.oversubscribed, self.deadline_s = launcher, oversubscribed, deadline_s
-        self.watchdog = Watchdog(f"rank {self.rank} of {self.size}", lambda: MPI.COMM_WORLD.Abort(1),
-                                 self.remove_own_base)
+        self.watchdog = Watchdog(f"rank {self.rank} of {self.size}", MPI.COMM_WORLD.Abort,
+                                 self.tidy_before_abort)
         self.signals = SignalListener(lambda signum: self.watchdog.interrupted(signal_name(signum)))
         self._own_base = basetemp is None
         base: str | None = basetemp
@@ -150,17 +166,51 @@ class MpiSession:
         self.base.mkdir(parents=True, exist_ok=True)  # pytest makes the rank's base below it
         self.rank_tmp = self.base / f"rank{self.rank}"  # each rank's own pytest base: no clean-up races
         self._shared_count = 0
+        self._notice = self.base / ABORT_NOTICE
+        self._monitor = self._start_monitor() if self.rank == 0 else None
+
+    def _start_monitor(self) -> subprocess.Popen[bytes] | None:
+        """mpi_monitor.py, which names a rank that ends unannounced; on one node only (it watches
+        the ranks' PIDs) and where pidfds exist (Linux)."""
+        if len({host for host, _ in self.hosts_pids}) != 1 or not hasattr(os, "pidfd_open"):
+            return None
+        self._notice.unlink(missing_ok=True)  # a previous run's, under the same --basetemp
+        spec = {"ranks": [[rank, pid, host] for rank, (host, pid) in enumerate(self.hosts_pids)],
+                "base": str(self.base), "own_base": self._own_base, "notice": str(self._notice)}
+        script = Path(__file__).with_name("mpi_monitor.py")
+        return subprocess.Popen([sys.executable, str(script), json.dumps(spec)], stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, start_new_session=True)
+
+    def _stop_monitor(self) -> None:
+        """Tell the monitor that the session ends as it should (every rank is in close())."""
+        if self._monitor is None or self._monitor.stdin is None:
+            return
+        with suppress(OSError):
+            self._monitor.stdin.write(b"end\n")
+            self._monitor.stdin.close()
+        try:
+            self._monitor.wait(MONITOR_EXIT_S)
+        except subprocess.TimeoutExpired:
+            self._monitor.kill()
+            self._monitor.wait()
 
     def ranks_line(self) -> str:
         """Each rank's host and PID: the launcher names a rank that died by its PID only."""
         ranks = ", ".join(f"{rank} {host}:{pid}" for rank, (host, pid) in enumerate(self.hosts_pids))
         return f"hpcdemo: mpi ranks (rank host:pid): {ranks}"
 
-    def remove_own_base(self) -> None:
-        """Remove the temporary base this session made (not a --basetemp): before an abort, and at
-        the end. Each rank removes it all, since a rank that aborts first takes the others down."""
+    def tidy_before_abort(self) -> None:
+        """What an aborted job would leave: the temporary base this session made (not a
+        --basetemp), which each rank removes whole, since the first rank to abort takes the others
+        down; and the names of the shared memory this rank maps (MPICH's ``mpich_shm_*``), which the
+        launcher's clean-up does not unlink. The mappings stay valid until the processes end."""
+        with suppress(OSError):
+            self._notice.touch()  # the monitor stays quiet: this abort has said why
         if self._own_base:
             shutil.rmtree(self.base, ignore_errors=True)
+        for name in mapped_shared_memory():
+            with suppress(OSError):
+                os.unlink(name)
 
     def collective(self, what: str, fn: Callable[[], Any]) -> Any:
         """Run a plugin collective under the deadline."""
@@ -220,6 +270,7 @@ class MpiSession:
 
     def close(self) -> None:
         self.collective("the end of the session", self.comm.Barrier)
+        self._stop_monitor()  # before any rank can pass the next barrier and exit
         if self._own_base:
             shutil.rmtree(self.rank_tmp, ignore_errors=True)
             self.collective("the end of the session", self.comm.Barrier)
