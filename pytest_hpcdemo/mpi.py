@@ -11,6 +11,7 @@ import faulthandler
 import hashlib
 import json
 import os
+import select
 import shutil
 import subprocess
 import sys
@@ -28,6 +29,7 @@ LONE_RANK_GRACE_S = 10.0
 BASE_PREFIX = "pytest-hpcdemo-mpi-"
 ABORT_NOTICE = ".hpcdemo-aborting"  # in the base: a watchdog is aborting the job (mpi_monitor.py)
 MONITOR_EXIT_S = 5.0
+MONITOR_READY_S = 10.0
 MISMATCH_IDS_SHOWN = 10
 ABORT_DELAY_S = 1.0
 # After SIGINT/SIGTERM, the longest any rank waits for the others (see Watchdog).
@@ -178,8 +180,14 @@ class MpiSession:
         spec = {"ranks": [[rank, pid, host] for rank, (host, pid) in enumerate(self.hosts_pids)],
                 "base": str(self.base), "own_base": self._own_base, "notice": str(self._notice)}
         script = Path(__file__).with_name("mpi_monitor.py")
-        return subprocess.Popen([sys.executable, str(script), json.dumps(spec)], stdin=subprocess.PIPE,
-                                stdout=subprocess.DEVNULL, start_new_session=True)
+        monitor = subprocess.Popen([sys.executable, str(script), json.dumps(spec)], stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, start_new_session=True)
+        # Tests start once it watches (the other ranks wait for rank 0 in the collection check): a
+        # rank that died before would be found gone, its status unknown.
+        assert monitor.stdout is not None
+        with monitor.stdout:
+            select.select([monitor.stdout], [], [], MONITOR_READY_S)
+        return monitor
 
     def _stop_monitor(self) -> None:
         """Tell the monitor that the session ends as it should (every rank is in close())."""
