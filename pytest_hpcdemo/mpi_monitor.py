@@ -91,7 +91,7 @@ def exit_events() -> socket.socket | None:
 
 def read_exits(sock: socket.socket, wanted: set[int]) -> dict[int, int]:
     """pid -> wait status of the processes in ``wanted`` whose exit events are waiting."""
-    found = {}
+    found: dict[int, int] = {}
     while True:
         try:
             data = sock.recv(1 << 16)

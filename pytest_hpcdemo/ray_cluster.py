@@ -295,7 +295,7 @@ def start_cluster(num_cpus: int, address: str | None, timeout: float = 120.0) ->
 
         if "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" in env:
             saved_mode = _set_cluster_mode(False)
-        handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+        handlers: dict[int, Any] = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
         if address is None:
             ray.init(address="local", num_cpus=num_cpus, num_gpus=0, include_dashboard=False,
                      object_store_memory=OBJECT_STORE_BYTES, log_to_driver=False, logging_level="warning")
