@@ -6,6 +6,7 @@ MPICH's segments) and the folders (``pymp-*``, ``pytest-hpcdemo-mpi-*``) in its 
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import re
 import shutil
@@ -13,18 +14,20 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from pytest_hpcdemo import hardware
+from pytest_hpcdemo import hardware, mpi
+from pytest_hpcdemo.interrupts import Interrupts, SignalListener
 from pytest_hpcdemo.mpi import mapped_shared_memory
 from pytest_hpcdemo.mpi_monitor import exit_events
-
-pytestmark = pytest.mark.slow
 
 MPIRUN = Path(sys.executable).parent / "mpirun"
 READY_TIMEOUT_S = 120.0  # Ray's start takes up to 14 s on a loaded machine, pytest's a few
@@ -37,6 +40,70 @@ needs_mpi = pytest.mark.skipif(hardware.package_version("mpi4py") is None or not
                                       "pip install 'pytest-hpcdemo[mpi]'")
 needs_ray = pytest.mark.skipif(hardware.package_version("ray") is None,
                                reason="Ray is not installed: pip install 'pytest-hpcdemo[ray]'")
+
+
+# ---------------------------------------------------------------------------------------------
+# The pieces, in this process
+
+
+def test_sigterm_raises_keyboard_interrupt_kills_pool_workers_and_is_restored() -> None:
+    previous = signal.getsignal(signal.SIGTERM)
+    interrupts = Interrupts()
+    assert interrupts.install()
+    pool = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("forkserver"))
+    try:
+        futures = [pool.submit(time.sleep, 30) for _ in range(2)]
+        while len(multiprocessing.active_children()) < 2:
+            time.sleep(0.01)
+        workers = {p.pid for p in multiprocessing.active_children()}
+        with pytest.raises(KeyboardInterrupt, match="SIGTERM received"):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler runs in this thread, at the next bytecode
+        assert interrupts.received == [signal.SIGTERM] and set(interrupts.killed_workers) == workers
+        with pytest.raises(BrokenProcessPool):
+            futures[0].result(timeout=30)  # killed: the pool's manager thread sees it at once
+        assert "interrupted by SIGTERM; process pool workers killed: " in (interrupts.summary() or "")
+    finally:
+        interrupts.restore()
+        pool.shutdown(wait=True, cancel_futures=True)
+    assert signal.getsignal(signal.SIGTERM) == previous
+
+
+def test_watchdog_cuts_a_wait_short_after_an_interrupt(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rank blocked in MPI never sees KeyboardInterrupt: its watchdog, told of the signal, ends
+    the job after the grace (not the armed deadline), with status 2 and no stack dump."""
+    monkeypatch.setattr(mpi, "INTERRUPT_GRACE_S", 0.3)
+    monkeypatch.setattr(mpi, "ABORT_DELAY_S", 0.05)
+    aborted: list[tuple[float, int]] = []
+    done = threading.Event()
+    tidied = threading.Event()
+    dog = mpi.Watchdog("rank 1 of 2", lambda status: (aborted.append((time.monotonic(), status)), done.set()),
+                       tidied.set)
+    with dog.armed(60, "the test ran past its deadline"):
+        time.sleep(0.5)  # armed before the signal: the grace counts from the signal
+        start = time.monotonic()
+        dog.interrupted("SIGINT")
+        assert done.wait(10)
+    ((when, status),) = aborted
+    assert 0.3 <= when - start < 5 and status == mpi.INTERRUPTED_STATUS and tidied.is_set()
+
+
+def test_signal_listener_hears_a_signal_while_the_main_thread_is_busy() -> None:
+    heard: list[int] = []
+    got = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        listener = SignalListener(lambda signum: (heard.append(signum), got.set()))
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert got.wait(10)  # the listener's thread, not this one's handler, reported it
+        listener.close()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert heard == [signal.SIGTERM]
+
+
+# ---------------------------------------------------------------------------------------------
+# Faults injected into real runs
 
 
 def _tagged(tag: str) -> list[int]:
@@ -144,6 +211,7 @@ def test_after():
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_during_a_process_pool_ends_the_session_and_its_pool(pytester: pytest.Pytester,
                                                                     signum: int) -> None:
@@ -181,6 +249,7 @@ def test_ray_after(ray_cluster):
 """
 
 
+@pytest.mark.slow
 @needs_ray
 def test_sigterm_during_a_ray_test_stops_the_cluster_and_the_session(pytester: pytest.Pytester,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
@@ -215,6 +284,7 @@ def test_one_rank_computes_one_waits(comm):
 """
 
 
+@pytest.mark.slow
 @needs_mpi
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signal_to_mpirun_ends_every_rank_within_seconds(pytester: pytest.Pytester, signum: int) -> None:
@@ -242,6 +312,7 @@ def test_rank_1_dies(comm):
 """
 
 
+@pytest.mark.slow
 @needs_mpi
 @pytest.mark.parametrize("death, named", [("os.kill(os.getpid(), signal.SIGKILL)", "killed by SIGKILL"),
                                           ("os._exit(7)", "exit status 7")])
