@@ -85,7 +85,7 @@ class Interrupts:
             return None
         names = ", then ".join(signal_name(s) for s in self.received)
         killed = ", ".join(map(str, self.killed_workers)) or "none"
-        return f"hpcdemo: interrupted by {names}; process pool workers killed: {killed}"
+        return f"hpcdemo: interrupted by {names}; multiprocessing children (pool workers) killed: {killed}"
 
 
 def pytest_configure(config: pytest.Config) -> None:

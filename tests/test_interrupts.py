@@ -62,7 +62,8 @@ def test_sigterm_raises_keyboard_interrupt_kills_pool_workers_and_is_restored() 
         assert interrupts.received == [signal.SIGTERM] and set(interrupts.killed_workers) == workers
         with pytest.raises(BrokenProcessPool):
             futures[0].result(timeout=30)  # killed: the pool's manager thread sees it at once
-        assert "interrupted by SIGTERM; process pool workers killed: " in (interrupts.summary() or "")
+        summary = interrupts.summary() or ""
+        assert "interrupted by SIGTERM; multiprocessing children (pool workers) killed: " in summary
     finally:
         interrupts.restore()
         pool.shutdown(wait=True, cancel_futures=True)
@@ -223,7 +224,8 @@ def test_signal_during_a_process_pool_ends_the_session_and_its_pool(pytester: py
     assert run.ret == pytest.ExitCode.INTERRUPTED, run.out
     assert f"KeyboardInterrupt: {signal.Signals(signum).name} received" in run.out
     assert re.search(r"^1 passed\b.* in ", run.out, re.M)  # the summary of what ran; test_after never started
-    assert f"hpcdemo: interrupted by {signal.Signals(signum).name}; process pool workers killed: " in run.out
+    name = signal.Signals(signum).name
+    assert f"hpcdemo: interrupted by {name}; multiprocessing children (pool workers) killed: " in run.out
     assert run.seconds < 10, f"took {run.seconds:.1f} s to end"
     run.assert_nothing_left()
 
