@@ -288,6 +288,7 @@ def start_cluster(num_cpus: int, address: str | None, timeout: float = 120.0) ->
         del env["RAY_worker_niceness"]  # the cluster's workers were started by it, not by us
     saved = _set_env(env)
     saved_mode = None
+    handlers: dict[int, Any] = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         before = set(_descendant_pids(os.getpid()))
         t0 = time.perf_counter()
@@ -295,7 +296,6 @@ def start_cluster(num_cpus: int, address: str | None, timeout: float = 120.0) ->
 
         if "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" in env:
             saved_mode = _set_cluster_mode(False)
-        handlers: dict[int, Any] = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
         if address is None:
             ray.init(address="local", num_cpus=num_cpus, num_gpus=0, include_dashboard=False,
                      object_store_memory=OBJECT_STORE_BYTES, log_to_driver=False, logging_level="warning")
@@ -318,6 +318,7 @@ def start_cluster(num_cpus: int, address: str | None, timeout: float = 120.0) ->
             saved_cluster_mode=saved_mode,
         )
     except BaseException:
+        _put_back(handlers)
         if "ray" in sys.modules:
             sys.modules["ray"].shutdown()
         if saved_mode is not None:
