@@ -9,20 +9,33 @@ from __future__ import annotations
 
 import faulthandler
 import hashlib
+import json
 import os
+import select
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TextIO
 
-# A rank whose test failed waits this long for the others to reach the end of the test; longer
-# means they are blocked in a collective that the failed rank never entered, and the job is ended.
-FAILED_RANK_GRACE_S = 10.0
+# A rank whose test failed or skipped waits this long for the others to reach the end of the test;
+# longer means they are blocked in a collective that this rank never entered, and the job is ended.
+LONE_RANK_GRACE_S = 10.0
+BASE_PREFIX = "pytest-hpcdemo-mpi-"
+ABORT_NOTICE = ".hpcdemo-aborting"  # in the base: a watchdog is aborting the job (mpi_monitor.py)
+MONITOR_EXIT_S = 5.0
+MONITOR_READY_S = 10.0
+MISMATCH_IDS_SHOWN = 10
 ABORT_DELAY_S = 1.0
+# After SIGINT/SIGTERM, the longest any rank waits for the others (see Watchdog).
+INTERRUPT_GRACE_S = 3.0
+# The job's exit status after an abort: pytest's "tests failed", or "interrupted" after a signal.
+ABORT_STATUS, INTERRUPTED_STATUS = 1, 2
 
 
 # How often a rank that waits for the others checks on them. It sleeps in between, so that with more
@@ -38,53 +51,93 @@ def wait_sleeping(comm: Any) -> None:
         time.sleep(WAIT_POLL_S)
 
 
+def mapped_shared_memory(pid: int | str = "self") -> set[str]:
+    """The /dev/shm files that a process maps (Linux; none elsewhere)."""
+    try:
+        lines = Path(f"/proc/{pid}/maps").read_text().splitlines()
+    except OSError:
+        return set()
+    return {path for line in lines if (path := line.split(maxsplit=5)[-1]).startswith("/dev/shm/")}
+
+
 class Watchdog:
     """A thread that, past a deadline, prints why, dumps every thread's stack and aborts the job.
 
-    A SIGALRM handler never runs while the main thread is blocked inside MPI; this thread does.
+    A SIGALRM handler never runs while the main thread is blocked inside MPI; this thread does. After
+    an interrupt (SIGINT or SIGTERM, which the launcher forwards to every rank) no wait lasts longer
+    than ``INTERRUPT_GRACE_S``: a rank blocked in an MPI call never sees the KeyboardInterrupt, and
+    the ranks that did see it would otherwise wait for it in the session-end exchange.
     """
 
-    def __init__(self, describe: str, abort: Callable[[], None]) -> None:
+    def __init__(self, describe: str, abort: Callable[[int], None],
+                 before_abort: Callable[[], None] = lambda: None) -> None:
         self.describe = describe  # "rank 2 of 4"
         self._abort = abort
+        self._before_abort = before_abort
         # Pytest captures fd 2 during tests; the dump must reach the real stderr.
         self._stderr: TextIO = os.fdopen(os.dup(2), "w")
         self._cond = threading.Condition()
         self._deadline: float | None = None
+        self._armed_at = 0.0
         self._what = ""
+        self._interrupt: tuple[float, str] | None = None  # when, and which signal
         threading.Thread(target=self._run, name="hpcdemo-mpi-watchdog", daemon=True).start()
 
     @contextmanager
     def armed(self, seconds: float, what: str) -> Iterator[None]:
         """Within the block, the job is aborted ``seconds`` from now (or earlier if already armed)."""
         with self._cond:
-            saved = (self._deadline, self._what)
-            deadline = time.monotonic() + seconds
-            if self._deadline is None or deadline < self._deadline:
-                self._deadline, self._what = deadline, what
+            saved = (self._deadline, self._armed_at, self._what)
+            now = time.monotonic()
+            if self._deadline is None or now + seconds < self._deadline:
+                self._deadline, self._armed_at, self._what = now + seconds, now, what
             self._cond.notify()
         try:
             yield
         finally:
             with self._cond:
-                self._deadline, self._what = saved
+                self._deadline, self._armed_at, self._what = saved
                 self._cond.notify()
+
+    def interrupted(self, signal_name: str) -> None:
+        """Called (from any thread) when this rank received SIGINT or SIGTERM."""
+        with self._cond:
+            if self._interrupt is None:
+                self._interrupt = (time.monotonic(), signal_name)
+            self._cond.notify()
+
+    def _due(self) -> tuple[float, str, bool] | None:
+        """(when, why, dump the stacks) of the abort now due, None while nothing is armed."""
+        if self._deadline is None:
+            return None
+        if self._interrupt is not None:
+            at, name = self._interrupt
+            cut = max(at, self._armed_at) + INTERRUPT_GRACE_S
+            if cut < self._deadline:
+                return cut, (f"the run was interrupted ({name} on this rank) and the ranks did not "
+                             f"end it together within {INTERRUPT_GRACE_S:g} s (a rank blocked in an "
+                             "MPI call never sees the interrupt)"), False
+        return self._deadline, self._what, True
 
     def _run(self) -> None:
         with self._cond:
-            while self._deadline is None or time.monotonic() < self._deadline:
-                timeout = None if self._deadline is None else self._deadline - time.monotonic()
-                self._cond.wait(timeout)
-            what = self._what
-        self._stderr.write(f"\nhpcdemo: {self.describe}: {what}\n"
-                           f"hpcdemo: {self.describe}: every thread's stack follows; aborting the MPI job\n")
-        self._stderr.flush()
-        faulthandler.dump_traceback(file=self._stderr, all_threads=True)
+            while (due := self._due()) is None or time.monotonic() < due[0]:
+                self._cond.wait(None if due is None else due[0] - time.monotonic())
+        _, what, dump = due
+        self._stderr.write(f"\nhpcdemo: {self.describe}: {what}\n")
+        if dump:
+            self._stderr.write(f"hpcdemo: {self.describe}: every thread's stack follows; "
+                               "aborting the MPI job\n")
+            self._stderr.flush()
+            faulthandler.dump_traceback(file=self._stderr, all_threads=True)
+        else:
+            self._stderr.write(f"hpcdemo: {self.describe}: aborting the MPI job\n")
         self._stderr.flush()
         # Ranks whose deadlines pass together all get their dumps out (and forwarded by the
         # launcher) before the first abort ends every process.
         time.sleep(ABORT_DELAY_S)
-        self._abort()
+        self._before_abort()
+        self._abort(ABORT_STATUS if dump else INTERRUPTED_STATUS)
 
 
 class MpiSession:
@@ -94,21 +147,78 @@ class MpiSession:
     def __init__(self, launcher: str, oversubscribed: bool, deadline_s: float, basetemp: str | None) -> None:
         from mpi4py import MPI
 
+        from .interrupts import SignalListener, signal_name
+
         self.comm = MPI.COMM_WORLD.Dup()
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         self.launcher, self.oversubscribed, self.deadline_s = launcher, oversubscribed, deadline_s
-        self.watchdog = Watchdog(f"rank {self.rank} of {self.size}", lambda: MPI.COMM_WORLD.Abort(1))
+        self.watchdog = Watchdog(f"rank {self.rank} of {self.size}", MPI.COMM_WORLD.Abort,
+                                 self.tidy_before_abort)
+        self.signals = SignalListener(lambda signum: self.watchdog.interrupted(signal_name(signum)))
         self._own_base = basetemp is None
         base: str | None = basetemp
         if self.rank == 0 and basetemp is None:
-            base = tempfile.mkdtemp(prefix="pytest-hpcdemo-mpi-")
+            base = tempfile.mkdtemp(prefix=BASE_PREFIX)
         elif self.rank == 0:
             shutil.rmtree(Path(basetemp) / "shared", ignore_errors=True)  # a previous run's
-        base = self.collective("the session start", lambda: self.comm.bcast(base, root=0))
-        self.base = Path(base).resolve()
+        mine = (MPI.Get_processor_name(), os.getpid(), base)
+        everyone = self.collective("the session start", lambda: self.comm.allgather(mine))
+        self.hosts_pids = [(host, pid) for host, pid, _ in everyone]
+        self.base = Path(everyone[0][2]).resolve()
         self.base.mkdir(parents=True, exist_ok=True)  # pytest makes the rank's base below it
         self.rank_tmp = self.base / f"rank{self.rank}"  # each rank's own pytest base: no clean-up races
         self._shared_count = 0
+        self._notice = self.base / ABORT_NOTICE
+        self._monitor = self._start_monitor() if self.rank == 0 else None
+
+    def _start_monitor(self) -> subprocess.Popen[bytes] | None:
+        """mpi_monitor.py, which names a rank that ends unannounced; on one node only (it watches
+        the ranks' PIDs) and where pidfds exist (Linux)."""
+        if len({host for host, _ in self.hosts_pids}) != 1 or not hasattr(os, "pidfd_open"):
+            return None
+        self._notice.unlink(missing_ok=True)  # a previous run's, under the same --basetemp
+        spec = {"ranks": [[rank, pid, host] for rank, (host, pid) in enumerate(self.hosts_pids)],
+                "base": str(self.base), "own_base": self._own_base, "notice": str(self._notice)}
+        script = Path(__file__).with_name("mpi_monitor.py")
+        monitor = subprocess.Popen([sys.executable, str(script), json.dumps(spec)], stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, start_new_session=True)
+        # Tests start once it watches (the other ranks wait for rank 0 in the collection check): a
+        # rank that died before would be found gone, its status unknown.
+        assert monitor.stdout is not None
+        with monitor.stdout:
+            select.select([monitor.stdout], [], [], MONITOR_READY_S)
+        return monitor
+
+    def _stop_monitor(self) -> None:
+        """Tell the monitor that the session ends as it should (every rank is in close())."""
+        if self._monitor is None or self._monitor.stdin is None:
+            return
+        with suppress(OSError):
+            self._monitor.stdin.write(b"end\n")
+            self._monitor.stdin.close()
+        try:
+            self._monitor.wait(MONITOR_EXIT_S)
+        except subprocess.TimeoutExpired:
+            self._monitor.kill()
+            self._monitor.wait()
+
+    def ranks_line(self) -> str:
+        """Each rank's host and PID: the launcher names a rank that died by its PID only."""
+        ranks = ", ".join(f"{rank} {host}:{pid}" for rank, (host, pid) in enumerate(self.hosts_pids))
+        return f"hpcdemo: mpi ranks (rank host:pid): {ranks}"
+
+    def tidy_before_abort(self) -> None:
+        """What an aborted job would leave: the temporary base this session made (not a
+        --basetemp), which each rank removes whole, since the first rank to abort takes the others
+        down; and the names of the shared memory this rank maps (MPICH's ``mpich_shm_*``), which the
+        launcher's clean-up does not unlink. The mappings stay valid until the processes end."""
+        with suppress(OSError):
+            self._notice.touch()  # the monitor stays quiet: this abort has said why
+        if self._own_base:
+            shutil.rmtree(self.base, ignore_errors=True)
+        for name in mapped_shared_memory():
+            with suppress(OSError):
+                os.unlink(name)
 
     def collective(self, what: str, fn: Callable[[], Any]) -> Any:
         """Run a plugin collective under the deadline."""
@@ -117,26 +227,40 @@ class MpiSession:
             return fn()
 
     def collection_mismatch(self, nodeids: Sequence[str], errors: int) -> str | None:
-        """None when every rank collected the same tests, else the error to raise on every rank."""
+        """None when every rank collected the same tests, else the error to raise: on rank 0 the
+        test ids each rank lacks, on the others an empty text (rank 0 alone prints it)."""
         digest = hashlib.sha256("\n".join(nodeids).encode()).hexdigest()[:12]
         mine = (len(nodeids), errors, digest)
         everyone = self.collective("the collection check", lambda: self.comm.allgather(mine))
         if len(set(everyone)) == 1:
             return None
-        lines = "; ".join(f"rank {r}: {n} tests, {e} errors, ids {d}" for r, (n, e, d) in enumerate(everyone))
-        return (f"MPI ranks collected different tests ({lines}): every rank must see the same files, "
-                "options and selection")
+        collected = self.collective("the collection check", lambda: self.comm.gather(list(nodeids), root=0))
+        if self.rank != 0:
+            return ""
+        union = sorted(set().union(*collected), key=lambda nodeid: (nodeid not in collected[0], nodeid))
+        lines = []
+        for rank, ((count, errs, _), ids) in enumerate(zip(everyone, collected, strict=True)):
+            has = set(ids)
+            lacking = [nodeid for nodeid in union if nodeid not in has]
+            shown = ", ".join(lacking[:MISMATCH_IDS_SHOWN])
+            more = len(lacking) - MISMATCH_IDS_SHOWN
+            shown += f" and {more} more" if more > 0 else ""
+            what = f"lacks {shown}" if lacking else "lacks none"
+            lines.append(f"rank {rank} ({count} tests, {errs} collection errors) {what}")
+        return ("MPI ranks collected different tests: " + "; ".join(lines) +
+                ". Every rank must see the same files, options and selection")
 
     def gather_outcome(self, outcome: str, text: str, what: str) -> list[tuple[str, str]]:
-        """Every rank's (outcome, text) for one test phase. A failed rank that is left waiting
-        (the others block in a collective it never entered) ends the job instead of hanging."""
-        if outcome != "failed":
+        """Every rank's (outcome, text) for one test phase. A rank that failed or skipped and is
+        left waiting (the others block in a collective it never entered) ends the job instead of
+        hanging."""
+        if outcome == "passed":
             wait_sleeping(self.comm)
             return self.comm.allgather((outcome, text))
-        why = (f"{what} failed on this rank and the other ranks did not reach its end within "
-               f"{FAILED_RANK_GRACE_S:g} s (waiting in a collective this rank never entered?); "
-               f"the failure:\n{text}")
-        with self.watchdog.armed(FAILED_RANK_GRACE_S, why):
+        why = (f"{what} {outcome} on this rank and the other ranks did not reach its end within "
+               f"{LONE_RANK_GRACE_S:g} s (waiting in a collective this rank never entered?); "
+               f"{'the failure' if outcome == 'failed' else 'the reason'}:\n{text}")
+        with self.watchdog.armed(LONE_RANK_GRACE_S, why):
             wait_sleeping(self.comm)
             return self.comm.allgather((outcome, text))
 
@@ -154,12 +278,14 @@ class MpiSession:
 
     def close(self) -> None:
         self.collective("the end of the session", self.comm.Barrier)
+        self._stop_monitor()  # before any rank can pass the next barrier and exit
         if self._own_base:
             shutil.rmtree(self.rank_tmp, ignore_errors=True)
             self.collective("the end of the session", self.comm.Barrier)
             if self.rank == 0:
                 shutil.rmtree(self.base, ignore_errors=True)
         self.comm.Free()
+        self.signals.close()
 
 
 # ---------------------------------------------------------------------------------------------

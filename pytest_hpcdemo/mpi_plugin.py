@@ -96,6 +96,11 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         benchmarks.save = benchmarks.autosave = benchmarks.json = None
 
 
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    session = session_of(config)
+    return [session.ranks_line()] if session is not None else []
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     session = session_of(config)
     if session is not None:
@@ -124,8 +129,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     mpi = session_of(session.config)
     if mpi is not None:
         mismatch = mpi.collection_mismatch([item.nodeid for item in session.items], session.testsfailed)
-        if mismatch:
-            raise pytest.UsageError(mismatch)
+        if mismatch is not None:  # on ranks other than 0 an error that prints nothing
+            raise pytest.UsageError(*[mismatch] if mismatch else [])
 
 
 def _deadline(item: pytest.Item) -> float:

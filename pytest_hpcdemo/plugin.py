@@ -19,7 +19,7 @@ _share = number("a share", lambda v: 0 <= v <= 1, "from 0 to 1")
 # Modules with fixtures and hooks (options included) of their own, one per concern, registered with
 # this plugin at start-up. Each keeps its module-level imports to pytest and the standard library.
 CHAPTER_PLUGINS = ("fixtures", "mpi_plugin", "numba_plugin", "ray_plugin", "gpu_plugin", "gate_plugin",
-                   "pool_guard")
+                   "pool_guard", "interrupts")
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .measure import _descendant_pids
 
@@ -196,6 +199,15 @@ def _set_cluster_mode(enabled: bool) -> bool:
     return previous
 
 
+def _put_back(handlers: dict[int, Any]) -> None:
+    """Restore the signal handlers ``ray.init`` replaced: its SIGTERM handler calls ``sys.exit(15)``
+    inside whatever test runs, where the session's (interrupts.py) ends the session cleanly."""
+    if threading.current_thread() is threading.main_thread():
+        for signum, handler in handlers.items():
+            if handler is not None and signal.getsignal(signum) != handler:
+                signal.signal(signum, handler)
+
+
 def worker_niceness() -> int:
     """Runs in a Ray worker: the niceness it runs at."""
     return os.nice(0)
@@ -276,6 +288,7 @@ def start_cluster(num_cpus: int, address: str | None, timeout: float = 120.0) ->
         del env["RAY_worker_niceness"]  # the cluster's workers were started by it, not by us
     saved = _set_env(env)
     saved_mode = None
+    handlers: dict[int, Any] = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         before = set(_descendant_pids(os.getpid()))
         t0 = time.perf_counter()
@@ -288,6 +301,7 @@ def start_cluster(num_cpus: int, address: str | None, timeout: float = 120.0) ->
                      object_store_memory=OBJECT_STORE_BYTES, log_to_driver=False, logging_level="warning")
         else:  # with an address, Ray refuses num_cpus and the like: the cluster has its own
             ray.init(address=address, log_to_driver=False, logging_level="warning")
+        _put_back(handlers)
         start_s = time.perf_counter() - t0
         new = set(_descendant_pids(os.getpid())) - before if address is None else set()
         roots = [Proc.of(pid) for pid in sorted(new)]
@@ -304,6 +318,7 @@ def start_cluster(num_cpus: int, address: str | None, timeout: float = 120.0) ->
             saved_cluster_mode=saved_mode,
         )
     except BaseException:
+        _put_back(handlers)
         if "ray" in sys.modules:
             sys.modules["ray"].shutdown()
         if saved_mode is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from pytest_hpcdemo import hardware
+from pytest_hpcdemo.mpi import LONE_RANK_GRACE_S
 
 MPIRUN = Path(sys.executable).parent / "mpirun"
 LAUNCH_TIMEOUT_S = 120.0
@@ -84,6 +86,8 @@ def test_timed(mpi_benchmark, comm):
     assert run.out.count("test session starts") == 1
     assert run.out.count("3 passed") == 1
     assert "under MPICH (Hydra): rank 0 of 4" in run.out
+    assert re.search(r"^hpcdemo: mpi ranks \(rank host:pid\): 0 \S+:\d+, 1 \S+:\d+, 2 \S+:\d+, 3 \S+:\d+$",
+                     run.out, re.M), run.out
     if hardware.detect().usable_cores < 4:
         assert "oversubscribed (4 ranks on" in run.out
     assert run.statuses() == [0, 0, 0, 0]
@@ -125,7 +129,28 @@ def test_raises_early(comm):
     run = mpirun(pytester, 2)
     assert run.ret != 0
     assert "the other ranks did not reach its end" in run.err and "rank 1 gave up" in run.err
+    assert "ended first" not in run.out + run.err  # the monitor is quiet: the watchdog said why
     assert run.seconds < LAUNCH_TIMEOUT_S / 2, f"took {run.seconds:.1f} s"
+
+
+def test_skip_on_one_rank_while_the_others_wait_is_named(pytester: pytest.Pytester) -> None:
+    """Rank 1 skips; rank 0 waits in a barrier rank 1 never enters: the job ends after the lone-rank
+    grace (not the 60 s deadline), saying that rank 1 skipped and why."""
+    pytester.makepyfile("""
+import pytest
+
+@pytest.mark.mpi(min_size=2)
+def test_skips_on_one(comm):
+    if comm.rank == 1:
+        pytest.skip("rank 1 lacks the data")
+    comm.Barrier()
+""")
+    run = mpirun(pytester, 2)
+    assert run.ret != 0
+    assert "test_skips_on_one (call) skipped on this rank and the other ranks did not reach its end " \
+           "within 10 s" in run.err and "rank 1 lacks the data" in run.err, run.err
+    assert "past its deadline" not in run.err
+    assert run.seconds < LONE_RANK_GRACE_S + 20, f"took {run.seconds:.1f} s"
 
 
 def test_deadline_dumps_stacks_and_aborts(pytester: pytest.Pytester) -> None:
@@ -140,10 +165,12 @@ def test_waits_forever(comm):
     assert run.ret != 0
     assert "test_waits_forever ran past its deadline of 2 s" in run.err
     assert "test_waits_forever" in run.err.split("every thread's stack follows")[1]  # the dump
+    assert "ended first" not in run.out + run.err
     assert run.seconds < LAUNCH_TIMEOUT_S / 2, f"took {run.seconds:.1f} s"
 
 
 def test_collection_mismatch_is_an_error_on_every_rank(pytester: pytest.Pytester) -> None:
+    """Rank 0 alone says which test ids each rank lacks; every rank exits with status 4."""
     pytester.makeconftest(STATUS_CONFTEST)
     pytester.makepyfile("""
 import os
@@ -157,7 +184,10 @@ if os.environ.get("PMI_RANK") == "1":
 """)
     run = mpirun(pytester, 2)
     assert run.ret == pytest.ExitCode.USAGE_ERROR
-    assert "MPI ranks collected different tests (rank 0: 1 tests" in run.err
+    assert run.err.count("MPI ranks collected different tests") == 1, run.err
+    lacking = "test_collection_mismatch_is_an_error_on_every_rank.py::test_only_on_rank_1"
+    assert f"rank 0 (1 tests, 0 collection errors) lacks {lacking}; " \
+           "rank 1 (2 tests, 0 collection errors) lacks none" in run.err
     assert run.statuses() == [4, 4]
 
 
