@@ -27,6 +27,7 @@ from typing import Any
 SUBNET = "10.213.0"  # 10.213.0.0/24, inside the switch namespace only
 PREFIX = "hpcdemo"
 EXIT_WAIT_S = 10.0
+ETC_NETNS = Path("/etc/netns")  # per-namespace files that ``ip netns exec`` mounts over /etc
 _COMMAND_TIMEOUT_S = 30.0
 
 
@@ -102,11 +103,13 @@ def end_processes(netns: str, timeout: float = EXIT_WAIT_S) -> list[int]:
 def remove_stale() -> list[str]:
     """Delete namespaces left by runs whose process is gone (killed before it could clean up)."""
     removed = []
-    for netns in our_namespaces():
+    etc = [path.name for path in ETC_NETNS.glob(f"{PREFIX}-*")] if ETC_NETNS.is_dir() else []
+    for netns in sorted(set(our_namespaces()) | set(etc)):
         owner = netns.split("-")[1]
         if owner.isdigit() and not _pid_alive(int(owner)):
             end_processes(netns, timeout=2.0)
             _ip("netns", "delete", netns, check=False)
+            shutil.rmtree(ETC_NETNS / netns, ignore_errors=True)
             removed.append(netns)
     return removed
 
@@ -150,12 +153,21 @@ class SimHosts:
         self._created.append(name)
         _ip("-n", name, "link", "set", "lo", "up")
 
+    def _write_etc(self, host: SimHost) -> None:
+        """/etc/netns/NS/hosts, which ``ip netns exec`` mounts over /etc/hosts: every host's name
+        resolves to its address (Ray and MPI look their own host up)."""
+        etc = ETC_NETNS / host.netns
+        etc.mkdir(parents=True, exist_ok=True)
+        names = "".join(f"{h.address}\t{h.hostname}\n" for h in self.hosts)
+        (etc / "hosts").write_text(f"127.0.0.1\tlocalhost\n{names}")
+
     def _create(self) -> None:
         self._add_netns(self.switch)
         _ip("-n", self.switch, "link", "add", "br0", "type", "bridge")
         _ip("-n", self.switch, "link", "set", "br0", "up")
         for host in self.hosts:
             self._add_netns(host.netns)
+            self._write_etc(host)
             port = f"port{host.index}"
             _ip("-n", self.switch, "link", "add", port, "type", "veth", "peer", "name", "eth0",
                 "netns", host.netns)
@@ -169,6 +181,7 @@ class SimHosts:
         for name in reversed(self._created):
             self.left_over += end_processes(name, self.exit_wait_s)
             _ip("netns", "delete", name, check=False)
+            shutil.rmtree(ETC_NETNS / name, ignore_errors=True)
         self._created.clear()
 
     def command(self, host: SimHost, argv: Sequence[str]) -> list[str]:

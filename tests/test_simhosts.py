@@ -42,6 +42,9 @@ def test_hosts_reach_each_other_over_the_bridge_under_their_own_names() -> None:
             server.wait()
         names = {hosts.run(h, ["hostname"], capture_output=True, text=True).stdout.strip() for h in hosts}
         assert names == {"simhost1", "simhost2"}
+        lookup = "import socket; print(socket.gethostbyname('simhost2'))"
+        resolved = hosts.run(h1, [sys.executable, "-c", lookup], capture_output=True, text=True)
+        assert resolved.stdout.strip() == h2.address
 
 
 def test_a_host_is_not_reachable_from_the_machine_itself() -> None:
@@ -71,6 +74,7 @@ def test_leaving_ends_every_process_inside_and_deletes_every_namespace() -> None
         orphan = simhosts.pids_in(hosts[1].netns)
         assert orphan
     assert not made & set(simhosts.our_namespaces())
+    assert not any((simhosts.ETC_NETNS / name).exists() for name in made)
     assert hosts.left_over == []
     assert not any(simhosts._pid_alive(pid) for pid in orphan)
 
