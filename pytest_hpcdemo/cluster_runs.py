@@ -26,6 +26,7 @@ import pytest
 from .simhosts import SimHosts
 
 OUTPUT_TAIL = 4000
+VERDICT_WORDS = ("HOLDS", "FAILS", "INCONCLUSIVE")
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,15 @@ class InnerRun:
         if found.outcome == "skipped":
             pytest.skip(f"on the simulated hosts: {found.message}")
         return self.extra_info.get(name, {})
+
+
+    def summary_line(self, name: str) -> str:
+        """The inner run's line for ``name`` in its claim summary (verdict words stripped)."""
+        for line in self.output.splitlines():
+            words = line.split(maxsplit=2)
+            if len(words) == 3 and words[0] in VERDICT_WORDS and _name(words[1]) == name:
+                return f"{name}: {words[2]}"
+        return name
 
 
 def _name(nodeid_or_case: str) -> str:
@@ -144,3 +154,58 @@ def _run(hosts: SimHosts, command: Sequence[str], results: Path, junit: str, env
                     f"{out[-OUTPUT_TAIL:]}", pytrace=False)
     done.stdout = (done.stdout or "") + (done.stderr or "")
     return collect(done, results, junit)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ray: a head node on the first host, a worker node on each other host, the driver beside the head
+
+RAY_PORT = 6379
+RAY_OBJECT_STORE_BYTES = 150 * 2**20
+RAY_AGENT_PORTS = {"metrics-export-port": 20001, "dashboard-agent-listen-port": 20002,
+                   "dashboard-agent-grpc-port": 20003, "runtime-env-agent-port": 20004}
+RAY_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AUTH_MODE": "token",  # every node and the driver: the token in ~/.ray, shared by the hosts
+    "RAY_agent_register_timeout_ms": "120000",  # a loaded machine starts a node's agents slowly
+    "RAY_raylet_start_wait_time_s": "120",
+    "RAY_health_check_period_ms": "1000",  # a killed node is declared dead within seconds
+    "RAY_health_check_failure_threshold": "3",
+}
+
+
+def ray_executable() -> str | None:
+    beside = Path(sys.executable).parent / "ray"
+    return str(beside) if beside.exists() else shutil.which("ray")
+
+
+def start_ray_nodes(hosts: SimHosts, ray: str, env: Mapping[str, str], timeout: float) -> str:
+    """A head node on ``hosts[0]`` and a worker node on each other host, one CPU each, no dashboard,
+    each node's files under its own temporary directory; the head's address. A node that does not
+    start skips the test with Ray's words (a loaded machine can time Ray's own start-up out)."""
+    head = hosts[0]
+    address = f"{head.address}:{RAY_PORT}"
+    # Fixed agent ports (each host has its own port space): the raylet then need not wait for its
+    # agents to write theirs, which on a loaded machine times its start-up out.
+    common = ["--num-cpus=1", f"--object-store-memory={RAY_OBJECT_STORE_BYTES}", "--disable-usage-stats",
+              *(f"--{option}={port}" for option, port in RAY_AGENT_PORTS.items())]
+    for host in hosts:
+        role = (["--head", f"--port={RAY_PORT}", "--include-dashboard=false"] if host is head
+                else [f"--address={address}"])
+        command = [ray, "start", *role, f"--node-ip-address={host.address}", *common]
+        try:
+            done = hosts.run(host, command, capture_output=True, text=True, env={**os.environ, **env},
+                             timeout=timeout, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            pytest.skip(f"the Ray node on {host.hostname} did not start within {timeout:g} s "
+                        f"(load average {os.getloadavg()[0]:.1f})")
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+            pytest.skip(f"the Ray node on {host.hostname} did not start (load average "
+                        f"{os.getloadavg()[0]:.1f}): {last}")
+    return address
+
+
+def ray_driver_run(hosts: SimHosts, test_file: Path, args: Sequence[str], results: Path,
+                   env: Mapping[str, str], timeout: float) -> InnerRun:
+    """``test_file`` run by a driver on the head's host, connected through RAY_ADDRESS."""
+    return _run(hosts, inner_pytest(test_file, results, args), results, "junit.xml", env, timeout)
