@@ -1,5 +1,5 @@
 """Launcher detection (pytest_hpcdemo.mpi_launch) in each launcher's environment, and the header's
-line of ranks by host. MPICH's Hydra is run for real, on one host and on two simulated hosts;
+lines of ranks by host and of a Ray cluster's nodes. MPICH's Hydra is run for real, on one host and on two simulated hosts;
 Slurm's and Open MPI's variables are those their documentation lists for a task of a step."""
 
 from __future__ import annotations
@@ -98,3 +98,18 @@ def test_header_groups_ranks_by_host() -> None:
     assert hosts_line(ranks) == ("hpcdemo: mpi ranks by host (2 hosts): node-a: ranks 0-1, 3 on 8 usable "
                                  "cores; node-b: rank 2 on 4 usable cores")
     assert hosts_line([("vm", 1)]) == "hpcdemo: mpi ranks by host (1 host): vm: rank 0 on 1 usable core"
+
+
+def test_ray_header_lists_each_node_and_its_resources() -> None:
+    from pytest_hpcdemo.ray_cluster import RayCluster
+
+    nodes = {"10.213.0.1": {"CPU": 1.0, "object_store_memory": 150 * 2**20},
+             "10.213.0.2": {"CPU": 2.0, "object_store_memory": 300 * 2**20}}
+    cluster = RayCluster(local=False, address="10.213.0.1:6379", start_s=1.0,
+                         resources={"CPU": 3.0, "object_store_memory": 450 * 2**20}, nodes=2, worker_nice=15,
+                         roots=[], node_resources=nodes)
+    assert cluster.describe().endswith("2 nodes, workers at nice 15; nodes: 10.213.0.1 (1 CPUs, 150 MiB), "
+                                       "10.213.0.2 (2 CPUs, 300 MiB)")
+    one = RayCluster(local=True, address="x", start_s=1.0, resources={"CPU": 2.0}, nodes=1, worker_nice=0,
+                     roots=[], node_resources={"127.0.0.1": {"CPU": 2.0}})
+    assert "nodes:" not in one.describe()
