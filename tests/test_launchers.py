@@ -1,6 +1,7 @@
 """Launcher detection (pytest_hpcdemo.mpi_launch) in each launcher's environment, and the header's
-lines of ranks by host and of a Ray cluster's nodes. MPICH's Hydra is run for real, on one host and on two simulated hosts;
-Slurm's and Open MPI's variables are those their documentation lists for a task of a step."""
+lines of ranks by host and of a Ray cluster's nodes. MPICH's Hydra is run for real, on one host
+and on two simulated hosts; Slurm's and Open MPI's variables are those their documentation lists
+for a task of a step."""
 
 from __future__ import annotations
 
