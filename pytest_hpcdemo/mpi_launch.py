@@ -7,10 +7,12 @@ session itself (mpi.py) is imported only under a launcher.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import NamedTuple
 
-# What launchers set in every rank: (size, rank, ranks on this node, launcher name).
+# What launchers set in every rank: (size, rank, ranks on this node, launcher name); Slurm's srun
+# is recognised before these (slurm_launch).
 LAUNCHER_VARS = (
     ("PMI_SIZE", "PMI_RANK", "MPI_LOCALNRANKS", "MPICH (Hydra)"),
     ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE", "Open MPI"),
@@ -36,8 +38,34 @@ class Launch(NamedTuple):
     local_size: int  # ranks on this node
 
 
+def slurm_tasks_on_node(tasks_per_node: str, node: int) -> int | None:
+    """Tasks on node ``node`` from Slurm's compressed count list: "2(x3),1" is 2, 2, 2, 1."""
+    counts: list[int] = []
+    for part in tasks_per_node.split(","):
+        match = re.fullmatch(r"(\d+)(?:\(x(\d+)\))?", part)
+        if match is None:
+            return None
+        counts += [int(match[1])] * int(match[2] or 1)
+    return counts[node] if 0 <= node < len(counts) else None
+
+
+def slurm_launch(environ: Mapping[str, str]) -> Launch | None:
+    """An ``srun`` step's task (SLURM_STEP_NUM_TASKS is set by srun, not in the batch script
+    itself); the PMI it gives MPI is PMI-2 with ``--mpi=pmi2`` (PMI_FD), PMIx with ``--mpi=pmix``."""
+    if "SLURM_STEP_NUM_TASKS" not in environ:
+        return None
+    size = int(environ["SLURM_STEP_NUM_TASKS"])
+    local = slurm_tasks_on_node(environ.get("SLURM_STEP_TASKS_PER_NODE", ""),
+                                int(environ.get("SLURM_NODEID", "0")))
+    pmi = " (PMIx)" if "PMIX_RANK" in environ else " (PMI-2)" if "PMI_FD" in environ else ""
+    return Launch(f"Slurm srun{pmi}", size, int(environ.get("SLURM_PROCID", "0")), local or size)
+
+
 def launch_of(environ: Mapping[str, str]) -> Launch | None:
     """The launcher this process runs under, from its environment; None outside one."""
+    slurm = slurm_launch(environ)
+    if slurm is not None:  # first: with --mpi=pmi2 srun sets Hydra's PMI_SIZE and PMI_RANK too
+        return slurm
     for size_var, rank_var, local_var, name in LAUNCHER_VARS:
         if size_var in environ:
             size = int(environ[size_var])

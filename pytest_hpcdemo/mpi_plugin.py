@@ -15,7 +15,7 @@ import importlib.util
 import os
 import re
 import sys
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # the session module itself only under a launcher
     from .mpi import MpiBenchmark, MpiSession
 
 SESSION_KEY = pytest.StashKey["MpiSession | None"]()
+HOSTS_KEY = pytest.StashKey[list[tuple[str, int]]]()  # each rank's (host, usable cores)
 STDOUT_KEY = pytest.StashKey[Any]()  # rank > 0: sys.stdout while the terminal reporter is made
 DEFAULT_DEADLINE_S = 60.0
 
@@ -77,9 +78,45 @@ def pytest_configure(config: pytest.Config) -> None:
     if session is None:
         return
     config.option.basetemp = str(session.rank_tmp)
+    config.stash[HOSTS_KEY] = _hosts_of_ranks(session, config)
     if session.rank != 0:  # the terminal reporter writes nowhere: rank 0 reports for all
         config.stash[STDOUT_KEY] = sys.stdout
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (the reporter keeps it for the session)
+
+
+def _hosts_of_ranks(session: MpiSession, config: pytest.Config) -> list[tuple[str, int]]:
+    from mpi4py import MPI
+
+    from .hardware import detect_cached
+
+    mine = (MPI.Get_processor_name(), detect_cached(config.getoption("hpc_start_method")).usable_cores)
+    return session.collective("the hosts of the ranks", lambda: session.comm.allgather(mine))
+
+
+def _spans(ranks: Sequence[int]) -> str:
+    """0, 1, 2, 5 -> '0-2, 5'."""
+    spans: list[list[int]] = []
+    for rank in ranks:
+        if spans and rank == spans[-1][1] + 1:
+            spans[-1][1] = rank
+        else:
+            spans.append([rank, rank])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
+
+
+def hosts_line(hosts: Sequence[tuple[str, int]]) -> str:
+    """The header's line of ranks by host, from each rank's (host, usable cores) in rank order."""
+    by_host: dict[str, tuple[list[int], int]] = {}
+    for rank, (host, cores) in enumerate(hosts):
+        by_host.setdefault(host, ([], cores))[0].append(rank)
+    parts = [f"{host}: rank{'s' if len(ranks) > 1 else ''} {_spans(ranks)} on {cores} usable "
+             f"core{'s' if cores != 1 else ''}" for host, (ranks, cores) in by_host.items()]
+    return f"hpcdemo: mpi ranks by host ({len(by_host)} host{'s' if len(by_host) > 1 else ''}): " \
+        + "; ".join(parts)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    return [hosts_line(config.stash[HOSTS_KEY])] if HOSTS_KEY in config.stash else []
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -224,6 +224,7 @@ class RayCluster:
     nodes: int
     worker_nice: int
     roots: list[Proc]  # local: the processes ray.init started (GCS, raylet, workers, ...)
+    node_resources: dict[str, dict[str, float]] = field(default_factory=dict)  # live nodes by address
     saved_env: dict[str, str | None] = field(default_factory=dict, repr=False)
     saved_cluster_mode: bool | None = None  # None: left as it was
     stop_s: float | None = None
@@ -256,8 +257,13 @@ class RayCluster:
         where = "local cluster on 127.0.0.1 (started" if self.local else \
             f"cluster at RAY_ADDRESS={self.address} (connected"
         store = self.resources.get("object_store_memory", 0) / 2**20
-        return (f"ray {where} in {self.start_s:.1f} s): {self.cpus} CPUs, object store {store:.0f} MiB, "
+        line = (f"ray {where} in {self.start_s:.1f} s): {self.cpus} CPUs, object store {store:.0f} MiB, "
                 f"{self.nodes} node{'s' if self.nodes != 1 else ''}, workers at nice {self.worker_nice}")
+        if len(self.node_resources) > 1:
+            line += "; nodes: " + ", ".join(
+                f"{address} ({res.get('CPU', 0):g} CPUs, {res.get('object_store_memory', 0) / 2**20:.0f} MiB)"
+                for address, res in self.node_resources.items())
+        return line
 
     def stop_line(self) -> str:
         if self.stop_s is None:
@@ -271,7 +277,8 @@ class RayCluster:
     def as_dict(self) -> dict[str, object]:
         return {"local": self.local, "address": self.address, "start_s": self.start_s,
                 "resources": self.resources, "nodes": self.nodes, "worker_nice": self.worker_nice,
-                "stop_s": self.stop_s, "left_over": len(self.left_over)}
+                "stop_s": self.stop_s, "left_over": len(self.left_over),
+                "node_resources": self.node_resources}
 
 
 def start_cluster(num_cpus: int, address: str | None, timeout: float = 120.0) -> RayCluster:
@@ -312,6 +319,8 @@ def start_cluster(num_cpus: int, address: str | None, timeout: float = 120.0) ->
             start_s=start_s,
             resources=dict(ray.cluster_resources()),
             nodes=sum(1 for node in ray.nodes() if node.get("Alive")),
+            node_resources={node["NodeManagerAddress"]: dict(node.get("Resources", {}))
+                            for node in ray.nodes() if node.get("Alive")},
             worker_nice=int(nice),
             roots=roots,
             saved_env=saved,
