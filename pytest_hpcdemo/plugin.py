@@ -17,7 +17,8 @@ _confidence = number("a probability", lambda v: 0.5 <= v < 1, "at least 0.5 and 
 
 # Modules with fixtures and hooks (options included) of their own, one per concern, registered with
 # this plugin at start-up. Each keeps its module-level imports to pytest and the standard library.
-CHAPTER_PLUGINS = ("fixtures", "mpi_plugin", "numba_plugin", "ray_plugin", "gpu_plugin", "gate_plugin")
+CHAPTER_PLUGINS = ("fixtures", "mpi_plugin", "numba_plugin", "ray_plugin", "gpu_plugin", "gate_plugin",
+                   "node_plugin")
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
