@@ -10,25 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from .gate import DEFAULT_BUSY_LOAD, Run
+from .scaling import amdahl_fit, amdahl_speedup
 
 MISSING = "matplotlib is not installed: pip install 'pytest-hpcdemo[report]'"
 
 
 def amdahl_serial_fraction(points: Sequence[tuple[float, float]]) -> float | None:
-    """Least-squares serial fraction f of Amdahl's law S(n) = 1 / (f + (1 - f) / n).
-
-    1/S - 1/n = f (1 - 1/n) is linear in f; points with one worker carry no information about f.
-    None when no point has more than one worker. Clipped to [0, 1].
-    """
-    xs = [(1 - 1 / n, 1 / s - 1 / n) for n, s in points if n > 1 and s > 0]
-    denominator = sum(x * x for x, _ in xs)
-    if not xs or denominator == 0:
-        return None
-    return min(1.0, max(0.0, sum(x * y for x, y in xs) / denominator))
-
-
-def amdahl_speedup(serial_fraction: float, workers: float) -> float:
-    return 1.0 / (serial_fraction + (1.0 - serial_fraction) / workers)
+    """Amdahl's serial fraction fitted to (workers, speedup) points (:func:`scaling.amdahl_fit`);
+    None when no point has more than one worker."""
+    fit = amdahl_fit([(int(n), s, math.nan, math.nan) for n, s in points])
+    return None if fit is None else fit.fraction
 
 
 def _pyplot() -> Any:

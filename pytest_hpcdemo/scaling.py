@@ -14,8 +14,10 @@ N shares: on 128 cores a round of 13 s instead of 0.2 s.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .measure import scaling_floor
 
@@ -125,9 +127,16 @@ class AmdahlFit:
 
 
 def _fit(workers: Sequence[float], speedups: Sequence[float]) -> float:
-    from scipy.optimize import curve_fit
+    import numpy as np
+    from scipy.optimize import OptimizeWarning, curve_fit
 
-    (fraction,), _ = curve_fit(amdahl_speedup, list(workers), list(speedups), p0=[0.1], bounds=(0.0, 1.0))
+    def model(n: Any, f: float) -> Any:  # curve_fit's order: the variable first, then the parameter
+        return 1.0 / (f + (1.0 - f) / n)
+
+    with warnings.catch_warnings():  # the covariance, unused here, is undefined for one point
+        warnings.simplefilter("ignore", OptimizeWarning)
+        (fraction,), _ = curve_fit(model, np.asarray(workers, dtype=float),
+                                   np.asarray(speedups, dtype=float), p0=[0.1], bounds=(0.0, 1.0))
     return float(fraction)
 
 

@@ -36,8 +36,8 @@ def run_with_scaling(label: str = "run") -> gate.Run:
 def test_amdahl_fit_recovers_the_serial_fraction() -> None:
     points = [(n, plots.amdahl_speedup(0.2, n)) for n in (1, 2, 4, 8)]
     assert plots.amdahl_serial_fraction(points) == pytest.approx(0.2)
-    assert plots.amdahl_serial_fraction([(n, 1.0) for n in (1, 2, 4)]) == pytest.approx(1.0)
-    assert plots.amdahl_serial_fraction([(n, float(n)) for n in (1, 2, 4)]) == pytest.approx(0.0)
+    assert plots.amdahl_serial_fraction([(n, 1.0) for n in (1, 2, 4)]) == pytest.approx(1.0, abs=1e-3)
+    assert plots.amdahl_serial_fraction([(n, float(n)) for n in (1, 2, 4)]) == pytest.approx(0.0, abs=1e-4)
     assert plots.amdahl_serial_fraction([(1, 0.97)]) is None  # one worker says nothing about f
 
 
