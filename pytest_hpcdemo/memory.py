@@ -1,5 +1,5 @@
 """Resident memory of the process tree, read from /proc: the peak of each side of a claim, and what
-a process privately holds.
+one process holds.
 
 Peak: before each timed call the kernel's high-water mark of every process in the tree (this one,
 pool workers, a local Ray cluster's raylet, workers and object store) is reset (``5`` written to
@@ -9,8 +9,9 @@ count in each). Reset and read happen outside the timed call, so the timing is u
 sampling thread: nothing runs beside the measured code. Processes that start and end inside one
 call (a pool made and shut down within it) are not seen.
 
-Private memory (``/proc/PID/smaps_rollup``): the ``Private_*`` pages a process alone maps, which is
-what a copy of data costs; pages of a shared-memory block a process only maps are not private.
+What one process holds: its unique pages (USS, ``/proc/PID/smaps_rollup``), which is what a pool
+worker costs, and its anonymous pages (``RssAnon``), which is what a copy of data costs (pages of a
+shared-memory block or of Ray's object store are ``RssShmem``, not anonymous).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .measure import Run, Timing, _descendant_pids
 
@@ -61,16 +63,57 @@ def peak_bytes(pids: Iterable[int]) -> int:
 
 
 def private_bytes(pid: int | str = "self") -> int | None:
-    """Private resident bytes of a process (``Private_Clean + Private_Dirty`` in smaps_rollup)."""
+    """Unique resident bytes of a process (USS: ``Private_Clean + Private_Dirty`` in smaps_rollup):
+    what it costs beyond the pages it shares, copy-on-write ones from a fork included."""
     try:
         text = Path(f"/proc/{pid}/smaps_rollup").read_text()
     except OSError:
         return None
-    total = 0
-    for line in text.splitlines():
-        if line.startswith(("Private_Clean:", "Private_Dirty:")):
-            total += int(line.split()[1])
+    total = sum(int(line.split()[1]) for line in text.splitlines()
+                if line.startswith(("Private_Clean:", "Private_Dirty:")))
     return total * 1024
+
+
+def anonymous_bytes(pid: int | str = "self") -> int | None:
+    """Anonymous resident bytes of a process (``RssAnon``): what a private copy of data adds, where
+    pages of a shared-memory block or of Ray's object store count as ``RssShmem`` instead."""
+    kib = _status_kib(pid, "RssAnon")
+    return None if kib is None else kib * 1024
+
+
+# Pool workers that must hold their data at the same moment (so that N tasks land on N distinct
+# workers) wait on a barrier that their initializer stored here.
+_barrier: Any = None
+
+
+def join_barrier(barrier: Any) -> None:
+    """A pool's ``initializer``: keep the pool's barrier for :func:`held_anonymous_bytes`."""
+    global _barrier
+    _barrier = barrier
+
+
+def held_anonymous_bytes(data: Any, shared_name: str | None = None) -> tuple[int, int]:
+    """(pid, anonymous bytes) of a pool worker while it holds ``data`` and has read every page of
+    it, taken once every worker of the pool holds its own. With ``shared_name`` the data is the
+    shape of a float64 array in that ``multiprocessing.shared_memory`` block, attached by name."""
+    import numpy as np
+
+    block = None
+    if shared_name is not None:
+        from multiprocessing import shared_memory
+
+        block = shared_memory.SharedMemory(name=shared_name)
+        data = np.ndarray(data, dtype=np.float64, buffer=block.buf)
+    try:
+        float(np.sum(data))  # every page read
+        _barrier.wait(timeout=60)
+        held = anonymous_bytes() or 0
+        _barrier.wait(timeout=60)  # nobody lets go before everybody has read its figure
+        return os.getpid(), held
+    finally:
+        del data
+        if block is not None:
+            block.close()
 
 
 def supported() -> bool:

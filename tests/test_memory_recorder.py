@@ -70,10 +70,10 @@ def test_a_child_process_counts_while_it_lives() -> None:
     assert abs(figures["candidate_peak_rss_bytes"] - figures["baseline_peak_rss_bytes"]) < 50 * MIB
 
 
-def test_private_bytes_grow_with_a_private_copy() -> None:
-    before = memory.private_bytes()
+def test_anonymous_bytes_grow_with_a_private_copy() -> None:
+    before = memory.anonymous_bytes()
     block = bytearray(50 * MIB)
-    after = memory.private_bytes()
+    after = memory.anonymous_bytes()
     del block
     assert before is not None and after is not None
     assert 45 * MIB <= after - before <= 60 * MIB
