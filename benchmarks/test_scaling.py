@@ -25,6 +25,7 @@ from pytest_hpcdemo.session import hardware_of
 
 if TYPE_CHECKING:
     from pytest_hpcdemo.hardware import Hardware
+    from pytest_hpcdemo.limits import Limits
     from pytest_hpcdemo.ray_cluster import RayCluster
 
 # Fixed task sizes (never calibrated from a timing): ~0.05 s each here, two per worker, so one
@@ -99,14 +100,24 @@ def pool_point(speedup: Any, benchmark: Any, pool: Executor, backend: str, worke
                   claims)
 
 
-def test_processes_scale_to_the_node(speedup, benchmark, hardware, pytestconfig, workers: int) -> None:
+def test_processes_scale_to_the_node(speedup, benchmark, hardware, pytestconfig, machine_limits: Limits,
+                                     claim, workers: int) -> None:
     """Processes scale CPU-bound work: N workers keep the efficiency floor of the physical cores
-    among them, up to the whole node."""
+    among them, up to the whole node, where the speedup is also set against the process-pool
+    ideal measured in this session (``machine_limits``)."""
     import multiprocessing
 
     context = multiprocessing.get_context(pytestconfig.getoption("hpc_start_method"))
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        pool_point(speedup, benchmark, pool, "processes", workers, claims_at(workers, hardware))
+    try:
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            pool_point(speedup, benchmark, pool, "processes", workers, claims_at(workers, hardware))
+    finally:
+        point = benchmark.extra_info.get("scaling")
+        if point and workers == machine_limits.processes:
+            fraction = point["speedup"] / machine_limits.pool_ideal
+            point["fraction_of_pool_ideal"] = fraction
+            claim(f"speedup {point['speedup']:.2f} = {fraction:.0%} of the process-pool ideal "
+                  f"{machine_limits.pool_ideal:.2f}x measured this session")
 
 
 def test_threads_scale_only_without_the_gil(speedup, benchmark, hardware, workers: int) -> None:

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .measure import median
+from .measure import foreign_load, median, system_busy_seconds, tree_cpu_seconds
 
 STREAM_BYTES_PER_ELEMENT = {"copy": 16, "triad": 24}
 REPEATS = 7
@@ -110,6 +110,7 @@ class Limits:
     python_all: float
     elements_one: int
     elements_all: int
+    foreign_load: float  # cores' worth of other processes' CPU meanwhile: the figures are theirs too
 
     @property
     def pool_ideal(self) -> float:
@@ -127,7 +128,8 @@ class Limits:
             f"{self.triad_all / gb:.1f} GB/s",
             f"pure Python: {self.python_one / 1e6:.1f} M iterations/s on 1 core, "
             f"{self.python_all / 1e6:.1f} M on {self.processes} processes: "
-            f"process-pool ideal {self.pool_ideal:.2f}x",
+            f"process-pool ideal {self.pool_ideal:.2f}x; "
+            f"foreign load {self.foreign_load:.2f} cores meanwhile",
         ]
 
 
@@ -142,6 +144,7 @@ def measure_limits(processes: int, start_method: str, memory_bytes: int | None) 
     import multiprocessing
 
     cache = cache_bytes()
+    cpu0, busy0, t0 = tree_cpu_seconds(), system_busy_seconds(), time.perf_counter()
     one_elements = stream_elements(1, memory_bytes, cache)
     all_elements = stream_elements(processes, memory_bytes, cache)
     one = rates(stream(one_elements), one_elements)
@@ -150,10 +153,15 @@ def measure_limits(processes: int, start_method: str, memory_bytes: int | None) 
     barrier = context.Barrier(processes)
     with ProcessPoolExecutor(processes, mp_context=context, initializer=_join, initargs=(barrier,)) as pool:
         results = list(pool.map(_worker_probe, [all_elements] * processes))
+        cpu = tree_cpu_seconds() - cpu0  # before the pool's workers exit and leave the tree
+    busy1 = system_busy_seconds()
+    busy = None if busy0 is None or busy1 is None else busy1 - busy0
+    load = foreign_load(busy, cpu, time.perf_counter() - t0)
     per_worker = [rates(s, all_elements) for s, _ in results]
     return Limits(
         processes=processes, copy_one=one["copy"], triad_one=one["triad"],
         copy_all=sum(r["copy"] for r in per_worker), triad_all=sum(r["triad"] for r in per_worker),
         python_one=python_one, python_all=sum(PYTHON_ITERATIONS / p for _, p in results),
         elements_one=one_elements, elements_all=all_elements,
+        foreign_load=math.nan if load is None else load,
     )
