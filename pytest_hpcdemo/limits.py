@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +119,11 @@ class Limits:
 
     def as_dict(self) -> dict[str, float]:
         return {**asdict(self), "pool_ideal": self.pool_ideal}
+
+    @classmethod
+    def from_dict(cls, saved: Mapping[str, Any]) -> Limits:
+        """Back from :meth:`as_dict` (a saved run's ``machine_info``); missing figures are NaN."""
+        return cls(**{f.name: saved.get(f.name, math.nan) for f in fields(cls)})
 
     def lines(self) -> list[str]:
         gb = 1e9

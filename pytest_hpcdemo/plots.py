@@ -108,3 +108,21 @@ def trend_plot(runs: Sequence[Run], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
+
+
+def memory_plot(rows: Sequence[tuple[str, float, float]], path: Path) -> None:
+    """Peak resident memory of each claim's baseline and candidate (MiB), one pair of bars a claim."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(10, 0.32 * len(rows) + 1.4))
+    ys = range(len(rows))
+    ax.barh([y + 0.2 for y in ys], [r[1] for r in rows], height=0.4, label="baseline", color="C0")
+    ax.barh([y - 0.2 for y in ys], [r[2] for r in rows], height=0.4, label="candidate", color="C1")
+    ax.set_yticks(list(ys))
+    ax.set_yticklabels([r[0] for r in rows], fontsize="x-small")
+    ax.invert_yaxis()
+    ax.set_xlabel("peak resident memory of the process tree, MiB (sum of per-process peaks)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)

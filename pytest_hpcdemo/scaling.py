@@ -21,6 +21,8 @@ from typing import Any
 
 from .measure import scaling_floor
 
+SCIPY_MISSING = "scipy is not installed: pip install 'pytest-hpcdemo[report]'"
+
 
 def points(usable_cores: int) -> list[int]:
     """Worker counts of the study: the powers of two below the usable cores, then the usable core
@@ -128,7 +130,11 @@ class AmdahlFit:
 
 def _fit(workers: Sequence[float], speedups: Sequence[float]) -> float:
     import numpy as np
-    from scipy.optimize import OptimizeWarning, curve_fit
+
+    try:
+        from scipy.optimize import OptimizeWarning, curve_fit
+    except ImportError:
+        raise RuntimeError(SCIPY_MISSING) from None
 
     def model(n: Any, f: float) -> Any:  # curve_fit's order: the variable first, then the parameter
         return 1.0 / (f + (1.0 - f) / n)
@@ -144,7 +150,7 @@ def amdahl_fit(points_: Sequence[tuple[int, float, float, float]]) -> AmdahlFit 
     """Least-squares fit of ``S(N) = 1 / (f + (1 - f) / N)`` (scipy.optimize.curve_fit, f in [0, 1])
     to (workers, speedup, lower, upper) points. One worker says nothing about f: None without a
     point above one worker. The interval is the fit to the lower and the upper ends of the points'
-    intervals (NaN where a point has none)."""
+    intervals (NaN where a point has none). RuntimeError without SciPy."""
     used = [p for p in points_ if p[0] > 1 and p[1] > 0]
     if not used:
         return None
