@@ -2,6 +2,9 @@
 count itself, each point its own interleaved claim, so that the report draws efficiency, the
 Karp-Flatt serial fraction and an Amdahl fit per backend.
 
+Ray tasks are the same study in benchmarks/test_ray_node.py, next to the Ray chapter, so that
+the session's Ray cluster is up for the Ray tests only.
+
 Guide: processes get round the GIL, threads do not (unless the build is free-threaded); Numba's
 ``nogil`` and ``prange`` run compiled code on several cores; Ray spreads tasks over its workers.
 Each point measures efficiency directly (``pytest_hpcdemo.scaling``): one worker's share serially
@@ -19,21 +22,18 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_hpcdemo import fingerprint, scaling, workloads
-from pytest_hpcdemo.measure import SINGLE_CORE_CEILING, Claim, at_least, at_most, median_ci_rank
+from pytest_hpcdemo import scaling, workloads
+from pytest_hpcdemo.measure import Claim
 from pytest_hpcdemo.session import hardware_of
 
 if TYPE_CHECKING:
-    from pytest_hpcdemo.hardware import Hardware
     from pytest_hpcdemo.limits import Limits
-    from pytest_hpcdemo.ray_cluster import RayCluster
 
 # Fixed task sizes (never calibrated from a timing): ~0.05 s each here, two per worker, so one
 # worker's share (~0.1 s) dwarfs a pool's dispatch cost even at 128 workers.
 CPU_TASK = 750_000
 NUMBA_TASK = 30_000_000  # midpoint intervals: ~0.05 s compiled
 SHARE = 2
-RAY_TIMEOUT = 120.0
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -41,47 +41,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "workers" in metafunc.fixturenames:
         counts = scaling.points(hardware_of(metafunc.config).usable_cores)
         metafunc.parametrize("workers", counts, ids=[f"x{n}" for n in counts])
-
-
-def physical_cores(hardware: Hardware) -> int:
-    """Physical cores among the usable ones (Hardware.physical_cores once it has it)."""
-    known = getattr(hardware, "physical_cores", None)
-    return int(known) if known else min(hardware.usable_cores, fingerprint.usable_physical_cores())
-
-
-def claims_at(workers: int, hardware: Hardware, scales: bool = True) -> list[Claim]:
-    """One worker uses one core; N workers of a backend that scales reach the efficiency floor."""
-    if workers == 1 or not scales:
-        return [at_most("parallelism", SINGLE_CORE_CEILING)]
-    return [at_least("speedup", scaling.efficiency_floor(workers, physical_cores(hardware)))]
-
-
-def scaling_point(benchmark: Any, name: str, backend: str, workload: str, workers: int) -> None:
-    """The point the report draws, from the figures the measurement saved (also when skipped)."""
-    figures = benchmark.extra_info.get("claims", {}).get(name)
-    if not figures:
-        return
-    pairs = zip(figures["baseline_s"], figures["candidate_s"], strict=True)
-    ratios = sorted(b / c for b, c in pairs if c > 0)
-    if not ratios:
-        return
-    k = median_ci_rank(len(ratios), figures["confidence"])
-    ci = (ratios[k - 1], ratios[-k]) if k else (ratios[0], ratios[-1])
-    point = scaling.Point(workers, figures["speedup_median"], ci)
-    benchmark.extra_info["scaling"] = {
-        "workload": workload, "backend": backend, **point.as_dict(),
-        # Other processes took the cores in most rounds: the point shows their load, not scaling.
-        "contested": figures["contested_rounds"] * 2 >= figures["rounds"],
-    }
-
-
-def measure_point(speedup: Any, benchmark: Any, backend: str, workload: str, workers: int,
-                  serial: Callable[[], object], parallel: Callable[[], object], claims: list[Claim]) -> None:
-    name = f"{backend} x{workers}: efficiency (one share serially vs {workers} shares on {workers})"
-    try:
-        speedup(serial, parallel, claims, cores_needed=workers, name=name)
-    finally:
-        scaling_point(benchmark, name, backend, workload, workers)
 
 
 def python_share() -> None:
@@ -96,8 +55,8 @@ def pool_point(speedup: Any, benchmark: Any, pool: Executor, backend: str, worke
     def parallel() -> None:
         list(pool.map(workloads.cpu_bound, [work.task_size] * work.tasks))
 
-    measure_point(speedup, benchmark, backend, "pure-Python CPU-bound", workers, python_share, parallel,
-                  claims)
+    scaling.measure_point(speedup, benchmark.extra_info, backend, "pure-Python CPU-bound", workers,
+                          python_share, parallel, claims)
 
 
 def test_processes_scale_to_the_node(speedup, benchmark, hardware, pytestconfig, machine_limits: Limits,
@@ -110,7 +69,7 @@ def test_processes_scale_to_the_node(speedup, benchmark, hardware, pytestconfig,
     context = multiprocessing.get_context(pytestconfig.getoption("hpc_start_method"))
     try:
         with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            pool_point(speedup, benchmark, pool, "processes", workers, claims_at(workers, hardware))
+            pool_point(speedup, benchmark, pool, "processes", workers, scaling.claims_for(hardware, workers))
     finally:
         point = benchmark.extra_info.get("scaling")
         if point and workers == machine_limits.processes:
@@ -125,7 +84,7 @@ def test_threads_scale_only_without_the_gil(speedup, benchmark, hardware, worker
     (a flat efficiency curve falling as 1/N). With the GIL off the claim flips to scaling."""
     with ThreadPoolExecutor(workers) as pool:
         pool_point(speedup, benchmark, pool, "threads", workers,
-                   claims_at(workers, hardware, scales=not hardware.gil_enabled))
+                   scaling.claims_for(hardware, workers, scales=not hardware.gil_enabled))
 
 
 @pytest.fixture(scope="module")
@@ -148,8 +107,8 @@ def test_numba_nogil_threads_scale_to_the_node(speedup, benchmark, hardware, num
         def parallel() -> None:
             list(pool.map(kernel, [work.task_size] * work.tasks))
 
-        measure_point(speedup, benchmark, "numba nogil threads", "compiled midpoint rule", workers,
-                      serial, parallel, claims_at(workers, hardware))
+        scaling.measure_point(speedup, benchmark.extra_info, "numba nogil threads", "compiled midpoint rule",
+                              workers, serial, parallel, scaling.claims_for(hardware, workers))
 
 
 @pytest.fixture
@@ -175,28 +134,7 @@ def test_numba_prange_scales_to_the_node(speedup, benchmark, hardware, numba_ker
     the same loop compiled serially (``@njit``) on one share."""
     serial_kernel, parallel_kernel = numba_kernels["njit"], numba_kernels["parallel"]
     work = scaling.work_per_point(workers, NUMBA_TASK, share=SHARE)
-    measure_point(speedup, benchmark, "numba prange", "compiled midpoint rule", workers,
-                  lambda: serial_kernel(work.share * work.task_size),
-                  lambda: parallel_kernel(work.tasks * work.task_size), claims_at(workers, hardware))
-
-
-@pytest.mark.ray
-def test_ray_tasks_scale_to_the_node(speedup, benchmark, hardware, ray_cluster: RayCluster,
-                                     workers: int) -> None:
-    """CPU-bound Ray tasks over N of the cluster's CPUs keep the efficiency floor up to the node."""
-    import ray
-
-    if not ray_cluster.local:
-        pytest.skip("RAY_ADDRESS: the cluster's workers are not this process's children, so their CPU "
-                    "counts as foreign load and every round is contested; run it on the local cluster")
-    if workers > ray_cluster.cpus:
-        pytest.skip(f"the cluster has {ray_cluster.cpus} CPUs, fewer than {workers} workers")
-    work = scaling.work_per_point(workers, CPU_TASK, share=SHARE)
-    # One CPU per task and ``workers`` of them at a time: a share per worker, as in the pools.
-    task = ray.remote(workloads.cpu_bound).options(num_cpus=ray_cluster.cpus / workers)
-
-    def parallel() -> None:
-        ray.get([task.remote(work.task_size) for _ in range(work.tasks)], timeout=RAY_TIMEOUT)
-
-    measure_point(speedup, benchmark, "ray tasks", "pure-Python CPU-bound", workers, python_share, parallel,
-                  claims_at(workers, hardware))
+    scaling.measure_point(speedup, benchmark.extra_info, "numba prange", "compiled midpoint rule", workers,
+                          lambda: serial_kernel(work.share * work.task_size),
+                          lambda: parallel_kernel(work.tasks * work.task_size),
+                          scaling.claims_for(hardware, workers))

@@ -17,9 +17,12 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .measure import scaling_floor
+if TYPE_CHECKING:
+    from .hardware import Hardware
+
+from .measure import SINGLE_CORE_CEILING, Claim, at_least, at_most, median_ci_rank, scaling_floor
 
 SCIPY_MISSING = "scipy is not installed: pip install 'pytest-hpcdemo[report]'"
 
@@ -160,3 +163,56 @@ def amdahl_fit(points_: Sequence[tuple[int, float, float, float]]) -> AmdahlFit 
         return AmdahlFit(fraction, math.nan, math.nan, len(used))
     low, high = _fit(workers, [p[3] for p in used]), _fit(workers, [p[2] for p in used])
     return AmdahlFit(fraction, low, high, len(used))
+
+
+def physical_cores(hardware: Hardware) -> int:
+    """Physical cores among the usable ones (``Hardware.physical_cores`` once it has it, else
+    counted from /sys here)."""
+    known = getattr(hardware, "physical_cores", None)
+    if known:
+        return int(known)
+    from .fingerprint import usable_physical_cores
+
+    return min(hardware.usable_cores, usable_physical_cores())
+
+
+def claims_at(workers: int, physical: int, scales: bool = True) -> list[Claim]:
+    """One worker uses one core (so does any number where the backend cannot scale); N workers of
+    a backend that scales reach :func:`efficiency_floor`."""
+    if workers == 1 or not scales:
+        return [at_most("parallelism", SINGLE_CORE_CEILING)]
+    return [at_least("speedup", efficiency_floor(workers, physical))]
+
+
+def claims_for(hardware: Hardware, workers: int, scales: bool = True) -> list[Claim]:
+    """:func:`claims_at` for this machine's physical cores."""
+    return claims_at(workers, physical_cores(hardware), scales)
+
+
+def record_point(extra_info: dict[str, Any], name: str, backend: str, workload: str, workers: int) -> None:
+    """The point the report draws (``extra_info["scaling"]``), from the figures the measurement
+    saved under ``name`` (also when it was skipped): the efficiency's median and interval over the
+    clean rounds, and whether other processes took the cores in most rounds."""
+    figures = extra_info.get("claims", {}).get(name)
+    if not figures:
+        return
+    pairs = zip(figures["baseline_s"], figures["candidate_s"], strict=True)
+    ratios = sorted(b / c for b, c in pairs if c > 0)
+    if not ratios:
+        return
+    k = median_ci_rank(len(ratios), figures["confidence"])
+    ci = (ratios[k - 1], ratios[-k]) if k else (ratios[0], ratios[-1])
+    point = Point(workers, figures["speedup_median"], ci)
+    extra_info["scaling"] = {"workload": workload, "backend": backend, **point.as_dict(),
+                             "contested": figures["contested_rounds"] * 2 >= figures["rounds"]}
+
+
+def measure_point(speedup: Any, extra_info: dict[str, Any], backend: str, workload: str, workers: int,
+                  serial: Any, parallel: Any, claims: list[Claim]) -> None:
+    """One point as its own interleaved claim through the ``speedup`` fixture (one share serially
+    against ``workers`` shares on ``workers``), then its point recorded, whatever the verdict."""
+    name = f"{backend} x{workers}: efficiency (one share serially vs {workers} shares on {workers})"
+    try:
+        speedup(serial, parallel, claims, cores_needed=workers, name=name)
+    finally:
+        record_point(extra_info, name, backend, workload, workers)
