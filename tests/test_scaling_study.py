@@ -3,6 +3,7 @@ length on a 128-core node, efficiency floors, Karp-Flatt and the Amdahl fit."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import pytest
@@ -10,6 +11,9 @@ import pytest
 from pytest_hpcdemo import scaling
 from pytest_hpcdemo.measure import scaling_floor
 
+with contextlib.suppress(ImportError):  # the fit's tests skip without SciPy
+    # Loaded at collection: a pytester run in this process may drop a NumPy it first imported.
+    import scipy.optimize  # noqa: F401
 
 @pytest.mark.parametrize("cores, expected", [
     (1, [1]), (2, [1, 2]), (6, [1, 2, 4, 6]), (16, [1, 2, 4, 8, 16]),
@@ -67,6 +71,7 @@ def test_point_derives_speedup_and_karp_flatt_intervals_from_efficiency() -> Non
 
 
 def test_amdahl_fit_recovers_the_serial_fraction_and_brackets_it() -> None:
+    pytest.importorskip("scipy", reason="the Amdahl fit needs: pip install 'pytest-hpcdemo[report]'")
     measured = [(n, scaling.amdahl_speedup(0.05, n)) for n in scaling.points(128)]
     fit = scaling.amdahl_fit([(n, s, s * 0.9, s * 1.1) for n, s in measured])
     assert fit is not None and fit.points == 7
