@@ -103,9 +103,11 @@ def pytest_runtest_makereport(
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
     if not has_claims(config):
         return
+    from .terminal import claim_lines
+
     log = claim_log(config)
     terminalreporter.section("hpcdemo claims")
-    for line in log.lines():
+    for line in claim_lines(log.records.values()):
         terminalreporter.write_line(line)
     counts = ", ".join(f"{n} {verdict}" for verdict, n in sorted(log.counts().items()))
     terminalreporter.write_line(f"claims: {counts}")
