@@ -29,6 +29,7 @@ def demand_line(config: pytest.Config) -> str:
     return f"hpcdemo: threads: {demand.line()}{note}"
 
 
+@pytest.hookimpl(tryfirst=True)  # pytest shows the lines of earlier hooks last: after the core header
 def pytest_report_header(config: pytest.Config) -> list[str]:
     from .fingerprint import fingerprint, line
 
