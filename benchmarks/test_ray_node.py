@@ -75,5 +75,5 @@ def test_ray_tasks_scale_to_the_node(speedup, benchmark, hardware, ray_cluster: 
     def parallel() -> None:
         ray.get([task.remote(work.task_size) for _ in range(work.tasks)], timeout=RAY_TIMEOUT)
 
-    scaling.measure_point(speedup, benchmark.extra_info, "ray tasks", "pure-Python CPU-bound", workers,
-                          python_share, parallel, scaling.claims_for(hardware, workers))
+    scaling.measure_point(speedup, benchmark.extra_info, "ray tasks", "pure-Python CPU-bound", work,
+                          python_share, parallel, scaling.physical_cores(hardware))

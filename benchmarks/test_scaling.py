@@ -7,9 +7,10 @@ the session's Ray cluster is up for the Ray tests only.
 
 Guide: processes get round the GIL, threads do not (unless the build is free-threaded); Numba's
 ``nogil`` and ``prange`` run compiled code on several cores; Ray spreads tasks over its workers.
-Each point measures efficiency directly (``pytest_hpcdemo.scaling``): one worker's share serially
-against every worker's share on N workers, so a round lasts about two shares at any N and a
-128-core node finishes the study in minutes. The claim at N workers: efficiency at least the
+Up to four workers a point is strong scaling (every share serially against the same shares on N
+workers, the same CPU work on both sides); above, it measures efficiency directly (one worker's
+share serially), so a round lasts about two shares at any N and a 128-core node finishes the
+study in minutes (``pytest_hpcdemo.scaling``). The claim at N workers: efficiency at least the
 scaling floor of the physical cores among them over N; at the usable core count, that is the claim
 on the whole node. One worker uses one core (parallelism), whatever the backend.
 """
@@ -23,10 +24,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_hpcdemo import scaling, workloads
-from pytest_hpcdemo.measure import Claim
 from pytest_hpcdemo.session import hardware_of
 
 if TYPE_CHECKING:
+    from pytest_hpcdemo.hardware import Hardware
     from pytest_hpcdemo.limits import Limits
 
 # Fixed task sizes (never calibrated from a timing): ~0.05 s each here, two per worker, so one
@@ -48,15 +49,15 @@ def python_share() -> None:
         workloads.cpu_bound(CPU_TASK)
 
 
-def pool_point(speedup: Any, benchmark: Any, pool: Executor, backend: str, workers: int,
-               claims: list[Claim]) -> None:
+def pool_point(speedup: Any, benchmark: Any, pool: Executor, backend: str, hardware: Hardware, workers: int,
+               scales: bool = True) -> None:
     work = scaling.work_per_point(workers, CPU_TASK, share=SHARE)
 
     def parallel() -> None:
         list(pool.map(workloads.cpu_bound, [work.task_size] * work.tasks))
 
-    scaling.measure_point(speedup, benchmark.extra_info, backend, "pure-Python CPU-bound", workers,
-                          python_share, parallel, claims)
+    scaling.measure_point(speedup, benchmark.extra_info, backend, "pure-Python CPU-bound", work, python_share,
+                          parallel, scaling.physical_cores(hardware), scales)
 
 
 def test_processes_scale_to_the_node(speedup, benchmark, hardware, pytestconfig, machine_limits: Limits,
@@ -69,7 +70,7 @@ def test_processes_scale_to_the_node(speedup, benchmark, hardware, pytestconfig,
     context = multiprocessing.get_context(pytestconfig.getoption("hpc_start_method"))
     try:
         with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            pool_point(speedup, benchmark, pool, "processes", workers, scaling.claims_for(hardware, workers))
+            pool_point(speedup, benchmark, pool, "processes", hardware, workers)
     finally:
         point = benchmark.extra_info.get("scaling")
         if point and workers == machine_limits.processes:
@@ -81,10 +82,9 @@ def test_processes_scale_to_the_node(speedup, benchmark, hardware, pytestconfig,
 
 def test_threads_scale_only_without_the_gil(speedup, benchmark, hardware, workers: int) -> None:
     """Threads do not scale pure-Python work under the GIL: one core's worth of CPU whatever N
-    (a flat efficiency curve falling as 1/N). With the GIL off the claim flips to scaling."""
+    (a flat speedup curve). With the GIL off the claim flips to scaling."""
     with ThreadPoolExecutor(workers) as pool:
-        pool_point(speedup, benchmark, pool, "threads", workers,
-                   scaling.claims_for(hardware, workers, scales=not hardware.gil_enabled))
+        pool_point(speedup, benchmark, pool, "threads", hardware, workers, scales=not hardware.gil_enabled)
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,7 @@ def test_numba_nogil_threads_scale_to_the_node(speedup, benchmark, hardware, num
     kernel = numba_kernels["nogil"]
     work = scaling.work_per_point(workers, NUMBA_TASK, share=SHARE)
 
-    def serial() -> None:
+    def one_share() -> None:
         for _ in range(work.share):
             kernel(work.task_size)
 
@@ -108,7 +108,7 @@ def test_numba_nogil_threads_scale_to_the_node(speedup, benchmark, hardware, num
             list(pool.map(kernel, [work.task_size] * work.tasks))
 
         scaling.measure_point(speedup, benchmark.extra_info, "numba nogil threads", "compiled midpoint rule",
-                              workers, serial, parallel, scaling.claims_for(hardware, workers))
+                              work, one_share, parallel, scaling.physical_cores(hardware))
 
 
 @pytest.fixture
@@ -131,10 +131,10 @@ def numba_threads(workers: int) -> Iterator[int]:
 def test_numba_prange_scales_to_the_node(speedup, benchmark, hardware, numba_kernels, numba_threads: int,
                                          workers: int) -> None:
     """``prange`` on N of Numba's threads keeps the efficiency floor up to the whole node, against
-    the same loop compiled serially (``@njit``) on one share."""
+    the same loop compiled serially (``@njit``)."""
     serial_kernel, parallel_kernel = numba_kernels["njit"], numba_kernels["parallel"]
     work = scaling.work_per_point(workers, NUMBA_TASK, share=SHARE)
-    scaling.measure_point(speedup, benchmark.extra_info, "numba prange", "compiled midpoint rule", workers,
+    scaling.measure_point(speedup, benchmark.extra_info, "numba prange", "compiled midpoint rule", work,
                           lambda: serial_kernel(work.share * work.task_size),
                           lambda: parallel_kernel(work.tasks * work.task_size),
-                          scaling.claims_for(hardware, workers))
+                          scaling.physical_cores(hardware))

@@ -4,18 +4,20 @@ efficiency and the Karp-Flatt serial fraction per point, and an Amdahl fit per b
 Pure functions of injected facts (core counts, measured ratios), so that a 128-core node's study is
 tested on a 2-core machine. SciPy is imported inside the fit only.
 
-Each point measures **efficiency directly**: the baseline runs one worker's share serially, the
-candidate runs every worker's share on N workers. For work that is linear in its size,
-``t_serial(W / N) / t_parallel(W) = t_serial(W) / (N t_parallel(W))``, the efficiency. A round then
-lasts about two shares whatever N is, where strong scaling against the whole serial run would last
-N shares: on 128 cores a round of 13 s instead of 0.2 s.
+Small points are strong scaling: the baseline runs all N workers' shares serially, the candidate
+the same shares on N workers, so both do the same CPU work and a round on cores slowed by
+contention the machine does not report is recognised (``same_work``). Above ``STRONG_UP_TO``
+workers a point measures **efficiency directly**: the baseline runs one worker's share serially.
+For work linear in its size, ``t_serial(W / N) / t_parallel(W) = t_serial(W) / (N t_parallel(W))``,
+the efficiency, and a round lasts about two shares whatever N is, where strong scaling would last
+N shares: on 128 cores a round of 0.2 s instead of 13 s.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -39,34 +41,62 @@ def points(usable_cores: int) -> list[int]:
     return [*found, usable_cores]
 
 
+STRONG_UP_TO = 4  # workers up to which a point is strong scaling (a round of at most 5 shares)
+
+
 @dataclass(frozen=True)
 class PointWork:
-    """The work of one point: ``share`` tasks of ``task_size`` per worker, in both sides."""
+    """The work of one point: ``share`` tasks of ``task_size`` per worker in the candidate, and
+    ``baseline_shares`` such shares run serially in the baseline."""
 
     workers: int
     task_size: int
-    share: int  # tasks per worker; the baseline runs one share serially
+    share: int  # tasks per worker
+    baseline_shares: int  # ``workers`` (strong scaling: the same work) or 1 (efficiency directly)
 
     @property
     def tasks(self) -> int:
         """Tasks the candidate hands to its ``workers`` workers."""
         return self.workers * self.share
 
+    @property
+    def same_work(self) -> bool:
+        return self.baseline_shares == self.workers
 
-def work_per_point(workers: int, task_size: int, *, share: int = 2) -> PointWork:
-    """Work for the point at ``workers``: each worker gets ``share`` tasks, so that a round's time
-    (one share serially plus one share in parallel) does not grow with the worker count."""
+    def efficiency(self, ratio: float) -> float:
+        """Efficiency from the measured time ratio (baseline over candidate): the baseline takes
+        ``baseline_shares`` shares' time, the candidate one share's time over the efficiency."""
+        return ratio / self.baseline_shares
+
+    def ratio(self, efficiency: float) -> float:
+        """The time ratio that ``efficiency`` gives."""
+        return efficiency * self.baseline_shares
+
+    def describe(self) -> str:
+        serial = f"{self.baseline_shares} share{'s' if self.baseline_shares > 1 else ''} serially"
+        return f"{serial} vs {self.workers} on {self.workers} worker{'s' if self.workers > 1 else ''}"
+
+
+def work_per_point(workers: int, task_size: int, *, share: int = 2,
+                   strong_up_to: int = STRONG_UP_TO) -> PointWork:
+    """Work for the point at ``workers``: each worker gets ``share`` tasks; the baseline runs them
+    all serially up to ``strong_up_to`` workers, one worker's share above, so that a round's time
+    stops growing with the worker count there."""
     if workers < 1 or task_size < 1 or share < 1:
         raise ValueError(f"workers, task size and share must be at least 1; "
                          f"got {workers}, {task_size}, {share}")
-    return PointWork(workers, task_size, share)
+    return PointWork(workers, task_size, share, workers if workers <= strong_up_to else 1)
 
 
-def study_seconds(usable_cores: int, backends: int, round_s: float, max_claim_s: float) -> float:
+def round_shares(workers: int, strong_up_to: int = STRONG_UP_TO) -> int:
+    """Shares of serial time one round takes at ``workers`` (baseline plus candidate, ideal)."""
+    return work_per_point(workers, 1, share=1, strong_up_to=strong_up_to).baseline_shares + 1
+
+
+def study_seconds(usable_cores: int, backends: int, share_s: float, max_claim_s: float) -> float:
     """Upper bound of the study's measuring time: every point of every backend using its whole
     extended budget (``max_claim_s``), or at least the five rounds a verdict needs."""
-    per_point = max(max_claim_s, 5 * round_s)
-    return len(points(usable_cores)) * backends * per_point
+    return sum(backends * max(max_claim_s, 5 * round_shares(n) * share_s) for n in points(usable_cores))
 
 
 def efficiency_floor(workers: int, physical_cores: int) -> float:
@@ -176,20 +206,15 @@ def physical_cores(hardware: Hardware) -> int:
     return min(hardware.usable_cores, usable_physical_cores())
 
 
-def claims_at(workers: int, physical: int, scales: bool = True) -> list[Claim]:
+def claims_at(work: PointWork, physical: int, scales: bool = True) -> list[Claim]:
     """One worker uses one core (so does any number where the backend cannot scale); N workers of
-    a backend that scales reach :func:`efficiency_floor`."""
-    if workers == 1 or not scales:
+    a backend that scales reach :func:`efficiency_floor`, as the time ratio this point measures."""
+    if work.workers == 1 or not scales:
         return [at_most("parallelism", SINGLE_CORE_CEILING)]
-    return [at_least("speedup", efficiency_floor(workers, physical))]
+    return [at_least("speedup", work.ratio(efficiency_floor(work.workers, physical)))]
 
 
-def claims_for(hardware: Hardware, workers: int, scales: bool = True) -> list[Claim]:
-    """:func:`claims_at` for this machine's physical cores."""
-    return claims_at(workers, physical_cores(hardware), scales)
-
-
-def record_point(extra_info: dict[str, Any], name: str, backend: str, workload: str, workers: int) -> None:
+def record_point(extra_info: dict[str, Any], name: str, backend: str, workload: str, work: PointWork) -> None:
     """The point the report draws (``extra_info["scaling"]``), from the figures the measurement
     saved under ``name`` (also when it was skipped): the efficiency's median and interval over the
     clean rounds, and whether other processes took the cores in most rounds."""
@@ -201,18 +226,26 @@ def record_point(extra_info: dict[str, Any], name: str, backend: str, workload: 
     if not ratios:
         return
     k = median_ci_rank(len(ratios), figures["confidence"])
-    ci = (ratios[k - 1], ratios[-k]) if k else (ratios[0], ratios[-1])
-    point = Point(workers, figures["speedup_median"], ci)
+    low, high = (ratios[k - 1], ratios[-k]) if k else (ratios[0], ratios[-1])
+    point = Point(work.workers, work.efficiency(figures["speedup_median"]),
+                  (work.efficiency(low), work.efficiency(high)))
     extra_info["scaling"] = {"workload": workload, "backend": backend, **point.as_dict(),
                              "contested": figures["contested_rounds"] * 2 >= figures["rounds"]}
 
 
-def measure_point(speedup: Any, extra_info: dict[str, Any], backend: str, workload: str, workers: int,
-                  serial: Any, parallel: Any, claims: list[Claim]) -> None:
-    """One point as its own interleaved claim through the ``speedup`` fixture (one share serially
-    against ``workers`` shares on ``workers``), then its point recorded, whatever the verdict."""
-    name = f"{backend} x{workers}: efficiency (one share serially vs {workers} shares on {workers})"
+def measure_point(speedup: Any, extra_info: dict[str, Any], backend: str, workload: str, work: PointWork,
+                  one_share: Callable[[], object], parallel: Callable[[], object], physical: int,
+                  scales: bool = True) -> None:
+    """One point as its own interleaved claim through the ``speedup`` fixture (``baseline_shares``
+    runs of ``one_share`` against ``parallel``), then its point recorded, whatever the verdict."""
+    name = f"{backend} x{work.workers}: {work.describe()}"
+
+    def serial() -> None:
+        for _ in range(work.baseline_shares):
+            one_share()
+
     try:
-        speedup(serial, parallel, claims, cores_needed=workers, name=name)
+        speedup(serial, parallel, claims_at(work, physical, scales), cores_needed=work.workers,
+                same_work=work.same_work, name=name)
     finally:
-        record_point(extra_info, name, backend, workload, workers)
+        record_point(extra_info, name, backend, workload, work)

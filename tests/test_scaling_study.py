@@ -29,21 +29,44 @@ def test_points_refuse_no_cores() -> None:
 
 
 @pytest.mark.parametrize("cores", [2, 16, 128])
-def test_a_round_does_not_grow_with_the_workers(cores: int) -> None:
-    """Each point's baseline is one share and each worker runs one share: the serial work of a
-    round (baseline + one worker's part of the candidate) is the same at every point."""
-    works = [scaling.work_per_point(n, 1000, share=2) for n in scaling.points(cores)]
-    assert {w.share * w.task_size for w in works} == {2000}
-    assert [w.tasks for w in works] == [2 * n for n in scaling.points(cores)]
+def test_a_round_stops_growing_above_the_strong_points(cores: int) -> None:
+    """Up to STRONG_UP_TO workers the baseline runs every share (the same work as the candidate);
+    above, one share: a round's serial time is then two shares at any worker count."""
+    works = {n: scaling.work_per_point(n, 1000, share=2) for n in scaling.points(cores)}
+    for n, w in works.items():
+        assert w.tasks == 2 * n
+        assert w.same_work == (n <= scaling.STRONG_UP_TO)
+        assert w.baseline_shares == (n if n <= scaling.STRONG_UP_TO else 1)
+        assert scaling.round_shares(n) <= scaling.STRONG_UP_TO + 1
+    assert {scaling.round_shares(n) for n in works if n > scaling.STRONG_UP_TO} <= {2}
+
+
+def test_efficiency_and_ratio_convert_both_ways() -> None:
+    strong, direct = scaling.work_per_point(2, 10), scaling.work_per_point(128, 10)
+    assert strong.efficiency(1.8) == pytest.approx(0.9) and strong.ratio(0.9) == pytest.approx(1.8)
+    assert direct.efficiency(0.9) == pytest.approx(0.9) and direct.ratio(0.36) == pytest.approx(0.36)
+    assert direct.describe() == "1 share serially vs 128 on 128 workers"
+    assert strong.describe() == "2 shares serially vs 2 on 2 workers"
+
+
+def test_claims_at_state_the_floor_as_the_measured_ratio() -> None:
+    (one,) = scaling.claims_at(scaling.work_per_point(1, 10), physical=1)
+    assert (one.metric, one.op) == ("parallelism", "<=")
+    (two,) = scaling.claims_at(scaling.work_per_point(2, 10), physical=2)
+    assert (two.metric, two.threshold) == ("speedup", pytest.approx(scaling_floor(2)))
+    (node,) = scaling.claims_at(scaling.work_per_point(128, 10), physical=64)
+    assert node.threshold == pytest.approx(scaling_floor(64) / 128)
+    (flat,) = scaling.claims_at(scaling.work_per_point(4, 10), physical=4, scales=False)
+    assert flat.metric == "parallelism"
 
 
 def test_a_128_core_study_takes_minutes_not_hours() -> None:
-    """Five backends, 0.2 s rounds, the default budget extended to 9 s a claim: 128 cores need 8
-    points each, 6 minutes at most. Strong scaling against the whole serial run (a round of
-    N shares) would need 5 rounds of 12.8 s at the last point alone."""
-    assert scaling.study_seconds(2, backends=5, round_s=0.2, max_claim_s=9.0) == 2 * 5 * 9.0
-    assert scaling.study_seconds(128, backends=5, round_s=0.2, max_claim_s=9.0) <= 6 * 60
-    assert scaling.study_seconds(16, backends=5, round_s=0.2, max_claim_s=9.0) <= 4 * 60
+    """Five backends, 0.1 s shares, the default budget extended to 9 s a claim: 128 cores need 8
+    points each, 6 minutes at most. Strong scaling at every point would need 5 rounds of 12.9 s at
+    the last point alone."""
+    assert scaling.study_seconds(2, backends=5, share_s=0.1, max_claim_s=9.0) == 2 * 5 * 9.0
+    assert scaling.study_seconds(128, backends=5, share_s=0.1, max_claim_s=9.0) <= 6 * 60
+    assert scaling.study_seconds(16, backends=5, share_s=0.1, max_claim_s=9.0) <= 4 * 60
 
 
 @pytest.mark.parametrize("workers, physical, floor", [
@@ -80,3 +103,16 @@ def test_amdahl_fit_recovers_the_serial_fraction_and_brackets_it() -> None:
     assert scaling.amdahl_fit([(1, 0.98, 0.9, 1.0)]) is None  # one worker says nothing about f
     flat = scaling.amdahl_fit([(2, 1.0, math.nan, math.nan), (4, 1.0, math.nan, math.nan)])
     assert flat is not None and flat.fraction == pytest.approx(1.0, abs=1e-3) and math.isnan(flat.low)
+
+
+def test_record_point_turns_the_measured_ratio_into_efficiency() -> None:
+    figures = {"baseline_s": [0.2] * 5, "candidate_s": [0.2 / 1.8] * 5, "confidence": 0.9,
+               "speedup_median": 1.8, "contested_rounds": 0, "rounds": 5}
+    extra: dict = {"claims": {"p x2": figures}}
+    scaling.record_point(extra, "p x2", "processes", "cpu", scaling.work_per_point(2, 10))
+    point = extra["scaling"]
+    assert point["efficiency"] == pytest.approx(0.9) and point["speedup"] == pytest.approx(1.8)
+    assert point["contested"] is False and point["workers"] == 2
+    direct: dict = {"claims": {"p x128": {**figures, "speedup_median": 0.5, "candidate_s": [0.4] * 5}}}
+    scaling.record_point(direct, "p x128", "processes", "cpu", scaling.work_per_point(128, 10))
+    assert direct["scaling"]["efficiency"] == pytest.approx(0.5) and direct["scaling"]["speedup"] == 64
