@@ -56,8 +56,8 @@ def library_threads(usable_cores: int, environ: Mapping[str, str] | None = None,
     environ = os.environ if environ is None else environ
     omp = _env_threads(environ, "OMP_NUM_THREADS")
     blas_env = _env_threads(environ, "OPENBLAS_NUM_THREADS") or _env_threads(environ, "MKL_NUM_THREADS")
-    blas = max((int(p["num_threads"]) for p in blas_pools or () if p.get("internal_api") != "openmp"
-                and isinstance(p.get("num_threads"), int)), default=blas_env or omp or usable_cores)
+    pools = [p["num_threads"] for p in blas_pools or () if p.get("internal_api") != "openmp"]
+    blas = max((n for n in pools if isinstance(n, int)), default=blas_env or omp or usable_cores)
     return {"BLAS": blas, "OpenMP": omp or usable_cores,
             "Numba": _env_threads(environ, "NUMBA_NUM_THREADS") or usable_cores}
 

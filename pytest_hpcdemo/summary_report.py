@@ -58,7 +58,7 @@ def _interval(value: float, ci: Sequence[float] | None, digits: str = ".2f") -> 
 
 def scaling_rows(series: dict[tuple[str, str], list[dict[str, Any]]]) -> list[tuple[str, ...]]:
     """(backend, workers, efficiency, speedup, Karp-Flatt, note) per point, each with its interval."""
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for (workload, backend), points in series.items():
         for p in sorted(points, key=lambda p: p["workers"]):
             rows.append((f"{backend} ({workload})", str(p["workers"]),
