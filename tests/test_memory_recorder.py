@@ -57,7 +57,7 @@ def test_peaks_are_reset_between_calls_and_told_apart_by_side() -> None:
     assert memory.figures_line(figures).startswith("peak RSS ")
 
 
-def test_a_child_process_counts_while_it_lives() -> None:
+def test_a_child_that_ends_inside_the_call_is_not_seen() -> None:
     peaks = memory.PeakMemory(lambda: None, lambda: child_allocates(100))
     run = peaks.wrap(timed)
     run(peaks.baseline)
