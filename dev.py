@@ -13,6 +13,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import time
 import venv
 from pathlib import Path
 
@@ -54,8 +55,17 @@ def pytest(*args: str) -> int:
 
 
 def bench(extra: list[str]) -> int:
-    return pytest("benchmarks", "--benchmark-autosave", "--benchmark-columns=min,median,max,rounds",
-                  *extra)
+    """The benchmarks, then the report (HTML with the plots) in hpc-report/ (git ignores it) and
+    its path, unless --hpc-report names another folder."""
+    folder = ROOT / "hpc-report"
+    report = [] if any(a.startswith("--hpc-report") for a in extra) else ["--hpc-report", str(folder)]
+    started = time.time()
+    status = pytest("benchmarks", "--benchmark-autosave", "--benchmark-columns=min,median,max,rounds",
+                    *report, *extra)
+    page = folder / "summary.html"
+    if report and page.exists() and page.stat().st_mtime >= started:  # this run's, not a stale one
+        print(f"report: {page}", flush=True)
+    return status
 
 
 def mpi_pytest(*args: str) -> int:

@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 
-from . import measure
+from . import measure, memory
 from .hardware import Hardware
+from .memory import PeakMemory
+from .oversubscription import claim_reason
 from .report import ClaimLog
 
 
@@ -63,6 +65,7 @@ class SpeedupMeter:
         self.settings = settings
         self.benchmark = benchmark
         self.log = log
+        self.memory: dict[str, PeakMemory] = {}  # each claim's peak resident memory, by name
 
     def measure(
         self,
@@ -83,26 +86,47 @@ class SpeedupMeter:
         and ``same_work`` are :func:`measure.measure`'s; ``run`` replaces the timing of one call
         (the GPU chapter's device clock)."""
         settings = replace(self.settings, budget_s=self.settings.budget_s * budget_factor)
+        peaks = self.memory[name] = PeakMemory(baseline, candidate)
         return measure.measure(
             name, baseline, candidate, claims,
             cores_needed=cores_needed, usable_cores=self.hardware.usable_cores, settings=settings,
-            run=run, same_work=same_work, repeats=repeats,
+            run=peaks.wrap(run), same_work=same_work, repeats=repeats,
         )
 
     def record(self, m: measure.Measurement) -> None:
         """The candidate's samples become the test's benchmark entry; the figures go in extra_info."""
         figures = m.figures()
+        peaks = self.memory.get(m.name)
+        figures["memory"] = peaks.figures() if peaks else None
         record_figures(self.benchmark, m.name, figures["candidate_s"], figures)  # type: ignore[arg-type]
 
     def __call__(self, baseline: Callable[[], object], candidate: Callable[[], object],
                  claims: Sequence[measure.Claim], **options: Any) -> measure.Measurement:
-        """:meth:`measure` (same options), :meth:`record`, a summary line, the verdict asserted."""
+        """:meth:`measure` (same options), :meth:`record`, a summary line, the verdict asserted.
+
+        ``threads_per_worker`` (default 1): busy threads each of the candidate's ``cores_needed``
+        workers runs; a candidate that would oversubscribe the usable cores is not measured and
+        is reported undecided with the reason."""
+        self.refuse_oversubscription(options.pop("threads_per_worker", 1), options.get("cores_needed", 1),
+                                     options.get("name", "claim"))
         m = self.measure(baseline, candidate, claims, **options)
         self.record(m)
         why = f" ({m.reason})" if m.reason else ""  # an inconclusive claim says why on its line
-        self.log.record(self.nodeid, f"{m.name}: {m.line()}{why}", m.verdict.value,
+        peak = memory.figures_line(self.memory[m.name].figures())
+        line = f"{m.name}: {m.line()}{why}{'; ' + peak if peak else ''}"
+        self.log.record(self.nodeid, line, m.verdict.value,
                         undecided_by=m.undecided_by, leans_to_fail=m.leans_to_fail)
         return assert_verdict(m)
+
+    def refuse_oversubscription(self, threads_per_worker: int, cores_needed: int, name: str) -> None:
+        """Skip, undecided, a claim whose candidate would run more busy threads than usable cores."""
+        mpi = self.hardware.mpi
+        ranks = mpi.local_size if mpi is not None and mpi.launched else 1
+        reason = claim_reason(cores_needed, threads_per_worker, ranks, self.hardware.usable_cores)
+        if reason:
+            undecided = measure.Verdict.INCONCLUSIVE
+            self.log.record(self.nodeid, f"{name}: not measured: {reason}", undecided.value)
+            enforce(undecided, name, reason, "not measured")
 
 
 class ClaimNote:

@@ -10,25 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from .gate import DEFAULT_BUSY_LOAD, Run
+from .scaling import amdahl_fit, amdahl_speedup
 
 MISSING = "matplotlib is not installed: pip install 'pytest-hpcdemo[report]'"
 
 
 def amdahl_serial_fraction(points: Sequence[tuple[float, float]]) -> float | None:
-    """Least-squares serial fraction f of Amdahl's law S(n) = 1 / (f + (1 - f) / n).
-
-    1/S - 1/n = f (1 - 1/n) is linear in f; points with one worker carry no information about f.
-    None when no point has more than one worker. Clipped to [0, 1].
-    """
-    xs = [(1 - 1 / n, 1 / s - 1 / n) for n, s in points if n > 1 and s > 0]
-    denominator = sum(x * x for x, _ in xs)
-    if not xs or denominator == 0:
-        return None
-    return min(1.0, max(0.0, sum(x * y for x, y in xs) / denominator))
-
-
-def amdahl_speedup(serial_fraction: float, workers: float) -> float:
-    return 1.0 / (serial_fraction + (1.0 - serial_fraction) / workers)
+    """Amdahl's serial fraction fitted to (workers, speedup) points (:func:`scaling.amdahl_fit`);
+    None when no point has more than one worker."""
+    fit = amdahl_fit([(int(n), s, math.nan, math.nan) for n, s in points])
+    return None if fit is None else fit.fraction
 
 
 def _pyplot() -> Any:
@@ -114,6 +105,24 @@ def trend_plot(runs: Sequence[Run], path: Path) -> None:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+
+
+def memory_plot(rows: Sequence[tuple[str, float, float]], path: Path) -> None:
+    """Peak resident memory of each claim's baseline and candidate (MiB), one pair of bars a claim."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(10, 0.32 * len(rows) + 1.4))
+    ys = range(len(rows))
+    ax.barh([y + 0.2 for y in ys], [r[1] for r in rows], height=0.4, label="baseline", color="C0")
+    ax.barh([y - 0.2 for y in ys], [r[2] for r in rows], height=0.4, label="candidate", color="C1")
+    ax.set_yticks(list(ys))
+    ax.set_yticklabels([r[0] for r in rows], fontsize="x-small")
+    ax.invert_yaxis()
+    ax.set_xlabel("peak resident memory of the process tree, MiB (sum of per-process peaks)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)

@@ -19,7 +19,7 @@ _share = number("a share", lambda v: 0 <= v <= 1, "from 0 to 1")
 # Modules with fixtures and hooks (options included) of their own, one per concern, registered with
 # this plugin at start-up. Each keeps its module-level imports to pytest and the standard library.
 CHAPTER_PLUGINS = ("fixtures", "mpi_plugin", "numba_plugin", "ray_plugin", "gpu_plugin", "gate_plugin",
-                   "pool_guard", "interrupts")
+                   "pool_guard", "interrupts", "node_plugin")
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -127,9 +127,11 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
     if not has_claims(config):
         return
+    from .terminal import claim_lines
+
     log = claim_log(config)
     terminalreporter.section("hpcdemo claims")
-    for line in log.lines():
+    for line in claim_lines(log.records.values()):
         terminalreporter.write_line(line)
     terminalreporter.write_line(log.count_line())
     if STRICT_KEY in config.stash:

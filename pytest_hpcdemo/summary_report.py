@@ -13,6 +13,11 @@ from typing import Any
 from .gate import GateReport, Run
 from .report import ClaimRecord
 
+# Once the page has loaded, the title says how many plots the browser could show (a test reads it).
+IMAGES_CHECK = ("<script>addEventListener('load',()=>{const all=[...document.images];"
+                "const shown=all.filter(i=>i.complete&&i.naturalWidth>0).length;"
+                "document.title='pytest-hpcdemo report: '+shown+' of '+all.length+' plots shown'})</script>")
+
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
@@ -43,6 +48,58 @@ def timing_claim_rows(run: Run) -> list[tuple[str, str, str, str, str]]:
     return rows
 
 
+def _interval(value: float, ci: Sequence[float] | None, digits: str = ".2f") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if not ci or any(c is None or math.isnan(c) for c in ci):
+        return f"{value:{digits}}"
+    return f"{value:{digits}} [{ci[0]:{digits}}, {ci[1]:{digits}}]"
+
+
+def scaling_rows(series: dict[tuple[str, str], list[dict[str, Any]]]) -> list[tuple[str, ...]]:
+    """(backend, workers, efficiency, speedup, Karp-Flatt, note) per point, each with its interval."""
+    rows: list[tuple[str, ...]] = []
+    for (workload, backend), points in series.items():
+        for p in sorted(points, key=lambda p: p["workers"]):
+            rows.append((f"{backend} ({workload})", str(p["workers"]),
+                         _interval(p.get("efficiency", math.nan), p.get("efficiency_ci")),
+                         _interval(p["speedup"], p.get("ci")),
+                         _interval(p.get("karp_flatt", math.nan), p.get("karp_flatt_ci"), ".3f"),
+                         "others took the cores" if p.get("contested") else ""))
+    return rows
+
+
+def memory_rows(run: Run) -> list[tuple[str, float, float]]:
+    """(measurement, baseline MiB, candidate MiB) for every claim whose peak memory was recorded."""
+    rows = []
+    for bench in run.benchmarks:
+        for name, figures in ((bench.get("extra_info") or {}).get("claims") or {}).items():
+            mem = figures.get("memory")
+            if mem:
+                rows.append((name, mem["baseline_peak_rss_bytes"] / 2**20,
+                             mem["candidate_peak_rss_bytes"] / 2**20))
+    return rows
+
+
+def node_lines(run: Run) -> list[str]:
+    """The fingerprint and the limits saved in this run's machine_info."""
+    from .fingerprint import line
+
+    lines = []
+    fp = run.machine_info.get("hpcdemo_fingerprint")
+    if fp:
+        lines.append(line(fp))
+        lines.append(f"Numba threading layer {fp.get('numba_threading_layer') or 'not used'}; "
+                     f"MPI {fp.get('mpi_library') or 'not installed'}; "
+                     f"GIL {'enabled' if fp.get('gil_enabled') else 'disabled'}")
+    saved = run.machine_info.get("hpcdemo_limits")
+    if saved:
+        from .limits import Limits
+
+        lines += Limits.from_dict(saved).lines()
+    return lines
+
+
 def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     def cell(text: str) -> str:
         return text.replace("|", "\\|")
@@ -57,6 +114,17 @@ def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _fit_cells(points: Sequence[dict[str, Any]]) -> tuple[str, str]:
+    from .scaling import amdahl_fit
+
+    usable = [(p["workers"], p["speedup"], *(p.get("ci") or (math.nan, math.nan))) for p in points
+              if not p.get("contested")]
+    fit = amdahl_fit(usable)
+    if fit is None:
+        return "no point with several workers on a machine free enough", "0"
+    return _interval(fit.fraction, (fit.low, fit.high), ".3f"), str(fit.points)
+
+
 def write_report(folder: Path, current: Run, history: Sequence[Run], gate: GateReport | None,
                  claims: Sequence[ClaimRecord]) -> list[Path]:
     """Write the plots and the summary into ``folder``; the paths written, summary first."""
@@ -65,8 +133,10 @@ def write_report(folder: Path, current: Run, history: Sequence[Run], gate: GateR
     folder.mkdir(parents=True, exist_ok=True)
     images: list[tuple[str, Path]] = []
     notes: list[str] = []
+    series = scaling_series(current)
+    fits: list[Sequence[str]] = []
     try:
-        for (workload, backend), points in scaling_series(current).items():
+        for (workload, backend), points in series.items():
             title = f"{workload} on {backend}"
             path = folder / f"scaling-{_slug(workload)}-{_slug(backend)}.png"
             fraction = plots.scaling_plot(title, points, path)
@@ -75,6 +145,12 @@ def write_report(folder: Path, current: Run, history: Sequence[Run], gate: GateR
             busy = sum(bool(p.get("contested")) for p in points)
             note = f"; {busy} of {len(points)} points measured while others took the cores" if busy else ""
             images.append((f"{title}: {fit}{note}", path))
+            fits.append((title, *_fit_cells(points)))
+        memory = memory_rows(current)
+        if memory:
+            path = folder / "memory.png"
+            plots.memory_plot(memory, path)
+            images.append(("peak resident memory of each claim's baseline and candidate", path))
         runs = [*history, current] if current.benchmarks else list(history)
         if runs:
             path = folder / "history.png"
@@ -84,8 +160,14 @@ def write_report(folder: Path, current: Run, history: Sequence[Run], gate: GateR
         notes.append(f"plots skipped: {exc}")
 
     sections: list[tuple[str, Sequence[str], list[Sequence[str]]]] = [
+        ("Node", ("fact",), [(text,) for text in node_lines(current)]),
         ("Claims", ("verdict", "claim", "figures and thresholds"),
          [((r.verdict or "not run"), r.nodeid, r.line or r.title) for r in claims]),
+        ("Scaling", ("backend", "workers", "efficiency [interval]", "speedup [interval]",
+                     "Karp-Flatt serial fraction", "note"), list(scaling_rows(series))),
+        ("Amdahl fits", ("series", "serial fraction [fits to the intervals' ends]", "points fitted"), fits),
+        ("Memory", ("measurement", "baseline peak MiB", "candidate peak MiB"),
+         [(name, f"{b:.0f}", f"{c:.0f}") for name, b, c in memory_rows(current)]),
         ("Timing claims", ("test", "measurement", "figure [interval]", "threshold", "verdict"),
          list(timing_claim_rows(current))),
     ]
@@ -109,11 +191,14 @@ def write_report(folder: Path, current: Run, history: Sequence[Run], gate: GateR
             md += [f"![{caption}]({path.name})", f"*{caption}*", ""]
             body.append(f"<figure><img src='{html.escape(path.name)}'><figcaption>{html.escape(caption)}"
                         "</figcaption></figure>")
-    style = "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px;font:13px sans-serif}"
+    style = ("body{font:14px sans-serif;max-width:1200px;margin:1em auto}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:2px 6px;font:13px sans-serif;text-align:left}"
+             "img{max-width:100%}")
     summary_md, summary_html = folder / "summary.md", folder / "summary.html"
     summary_md.write_text("\n".join(md) + "\n", encoding="utf-8")
     summary_html.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>pytest-hpcdemo report"
-                            f"</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n",
+                            f"</title><style>{style}</style>{IMAGES_CHECK}</head><body>{''.join(body)}"
+                            "</body></html>\n",
                             encoding="utf-8")
     return [summary_md, summary_html, *(p for _, p in images)]
 

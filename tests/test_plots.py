@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -10,6 +11,10 @@ import pytest
 from pytest_hpcdemo import gate, plots
 from pytest_hpcdemo.report import ClaimRecord
 from pytest_hpcdemo.summary_report import timing_claim_rows, write_report
+
+with contextlib.suppress(ImportError):  # the fit's tests skip without SciPy
+    # Loaded at collection: a pytester run in this process may drop a NumPy it first imported.
+    import scipy.optimize  # noqa: F401
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -34,10 +39,11 @@ def run_with_scaling(label: str = "run") -> gate.Run:
 
 
 def test_amdahl_fit_recovers_the_serial_fraction() -> None:
+    pytest.importorskip("scipy", reason="the Amdahl fit needs: pip install 'pytest-hpcdemo[report]'")
     points = [(n, plots.amdahl_speedup(0.2, n)) for n in (1, 2, 4, 8)]
     assert plots.amdahl_serial_fraction(points) == pytest.approx(0.2)
-    assert plots.amdahl_serial_fraction([(n, 1.0) for n in (1, 2, 4)]) == pytest.approx(1.0)
-    assert plots.amdahl_serial_fraction([(n, float(n)) for n in (1, 2, 4)]) == pytest.approx(0.0)
+    assert plots.amdahl_serial_fraction([(n, 1.0) for n in (1, 2, 4)]) == pytest.approx(1.0, abs=1e-3)
+    assert plots.amdahl_serial_fraction([(n, float(n)) for n in (1, 2, 4)]) == pytest.approx(0.0, abs=1e-4)
     assert plots.amdahl_serial_fraction([(1, 0.97)]) is None  # one worker says nothing about f
 
 
