@@ -115,10 +115,6 @@ def hosts_line(hosts: Sequence[tuple[str, int]]) -> str:
         + "; ".join(parts)
 
 
-def pytest_report_header(config: pytest.Config) -> list[str]:
-    return [hosts_line(config.stash[HOSTS_KEY])] if HOSTS_KEY in config.stash else []
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionstart(session: pytest.Session) -> None:
     config = session.config
@@ -134,8 +130,10 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Rank 0's header under a launcher: ranks by host (ranks and usable cores), then rank -> host:pid."""
     session = session_of(config)
-    return [session.ranks_line()] if session is not None else []
+    lines = [hosts_line(config.stash[HOSTS_KEY])] if HOSTS_KEY in config.stash else []
+    return [*lines, session.ranks_line()] if session is not None else lines
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
