@@ -59,10 +59,11 @@ def test_unchanged_pairs_raise_no_alarm_over_many_runs() -> None:
 
 
 def test_a_planted_25_percent_slow_down_is_flagged() -> None:
-    """3 of 24 benchmarks 25% slower, 10 pairs (the default), 17% drift between pairs: all 3 found in every one of
-    50 runs (measured), nothing else."""
+    """3 of 24 benchmarks 25% slower, 10 pairs (the default), 17% drift between pairs: all 3 found
+    in every one of 50 runs (measured), nothing else."""
     for seed in range(50):
-        changes = compare_sessions(sessions(random.Random(1000 + seed), 10, 24, {2: 1.25, 10: 1.25, 18: 1.25}))
+        slowed = {2: 1.25, 10: 1.25, 18: 1.25}
+        changes = compare_sessions(sessions(random.Random(1000 + seed), 10, 24, slowed))
         flagged = sorted(c.key for c in changes if c.outcome is Outcome.REGRESSED)
         assert flagged == ["t::10", "t::18", "t::2"], f"seed {seed}: {flagged}"
     line = next(c.line() for c in changes if c.key == "t::2")
