@@ -292,7 +292,11 @@ _min_effect = number("a fraction such as 0.1 or 10%", lambda v: 0 <= v < 1,
 _alpha = number("a probability", lambda v: 0 < v < 0.5, "above 0 and below 0.5")
 
 
-def run(args: argparse.Namespace, pytest_args: Sequence[str], say: Callable[[str], None] = print) -> int:
+def _say(line: str) -> None:
+    print(line, flush=True)  # progress shows in a CI log as it happens
+
+
+def run(args: argparse.Namespace, pytest_args: Sequence[str], say: Callable[[str], None] = _say) -> int:
     """The command; SIGTERM (a cancelled CI job) ends it like Ctrl-C: the session's processes and
     the worktrees are removed on the way out."""
     def terminate(signum: int, frame: object) -> None:
