@@ -56,7 +56,12 @@ def compare(args: argparse.Namespace) -> int:
         storage = gate.storage_path(args.storage)
         gate.check_folder(storage / args.machine, "--storage", write=False)
         files = gate.resolve_runs(args.runs, storage, args.machine)
-        runs = [gate.load_run(f) for f in files]
+        if args.runs:  # named runs must all be readable
+            runs = [gate.load_run(f) for f in files]
+        else:  # the whole history: an unreadable file is skipped, and named
+            runs, warnings = gate.load_history(files)
+            for warning in warnings:
+                print(f"pytest-hpcdemo compare: {warning}", file=sys.stderr)
     except gate.HistoryError as exc:
         print(f"pytest-hpcdemo compare: {exc}", file=sys.stderr)
         return 2

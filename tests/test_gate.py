@@ -307,10 +307,14 @@ def test_compare_command_refuses_a_corrupt_file_without_touching_it(tmp_path: Pa
     folder = tmp_path / "m"
     good = save(folder, "0001_a.json", run_json(bench_json("t::bench", [0.01] * 5)))
     bad = save(folder, "0002_b.json", "{truncated")
-    assert main(["compare", "--storage", str(tmp_path), "--machine", "m"]) == 2
+    assert main(["compare", "--storage", str(tmp_path), "--machine", "m", "0002"]) == 2  # named: refused
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"pytest-hpcdemo compare: {bad}: corrupt history file") and "\n" not in err
     assert bad.read_text() == "{truncated" and json.loads(good.read_text())["benchmarks"]
+    assert main(["compare", "--storage", str(tmp_path), "--machine", "m"]) == 0  # the history: skipped
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"pytest-hpcdemo compare: skipped {bad}: corrupt history file")
+    assert "one run only" in captured.out
     assert main(["compare", "--storage", str(tmp_path), "--machine", "m", "0009"]) == 2
     assert "0009: no such history file" in capsys.readouterr().err
 
@@ -469,5 +473,5 @@ def test_compare_command_on_a_storage_that_is_a_file_or_a_malformed_run(tmp_path
     assert main(["compare", "--storage", str(taken), "--machine", "m"]) == 2
     assert "exists and is not a folder" in capsys.readouterr().err
     save(tmp_path / "s" / "m", "0001_a.json", {"benchmarks": [], "machine_info": "box"})
-    assert main(["compare", "--storage", str(tmp_path / "s"), "--machine", "m"]) == 2
-    assert "machine_info is not an object" in capsys.readouterr().err
+    assert main(["compare", "--storage", str(tmp_path / "s"), "--machine", "m", "1"]) == 2
+    assert "0001_a.json: corrupt history file: machine_info is not an object" in capsys.readouterr().err
