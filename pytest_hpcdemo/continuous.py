@@ -319,15 +319,17 @@ def _run(args: argparse.Namespace, pytest_args: Sequence[str], say: Callable[[st
     except ContinuousError:
         raise ContinuousError(f"{cwd} is not inside a git repository") from None
     relative = cwd.resolve().relative_to(repo.resolve())
-    commits = {"base": revision(repo, args.base), "head": revision(repo, args.head) if args.head else None}
+    commits: dict[str, str | None] = {"base": revision(repo, args.base),
+                                      "head": revision(repo, args.head) if args.head else None}
     report = Path(args.hpc_report).resolve() if args.hpc_report else None
     if report is not None:
         try:
             gate.check_folder(report, "--hpc-report", write=True)
         except gate.HistoryError as exc:
             raise ContinuousError(str(exc)) from None
-    names = {"base": f"{args.base} ({commits['base'][:10]})",
-             "head": f"{args.head} ({commits['head'][:10]})" if commits["head"] else "the working tree"}
+    base_commit, head_commit = commits["base"] or "", commits["head"]
+    names = {"base": f"{args.base} ({base_commit[:10]})",
+             "head": f"{args.head} ({head_commit[:10]})" if head_commit else "the working tree"}
     say(f"continuous: {names['base']} vs {names['head']}: {args.pairs} session pairs, "
         f"min effect {args.min_effect:.0%}, alpha {args.alpha:g} over all series")
     order = session_order(args.pairs)
