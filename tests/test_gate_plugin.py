@@ -204,3 +204,20 @@ def test_bad_gate_options_are_usage_errors(
     result = pytester.runpytest(*args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
+
+
+def test_saves_go_through_the_exclusive_atomic_writer(pytester: pytest.Pytester) -> None:
+    """pytest-benchmark's file storage save is replaced by gate.save_exclusive (whose races are
+    tested in test_gate.py): a save leaves the numbered file and no temporary one."""
+    pytester.makepyfile(test_work="""
+def test_storage_save_is_ours(request):
+    save = request.config._benchmarksession.storage.save
+    assert save.__module__ == "pytest_hpcdemo.gate_plugin", save
+
+def test_bench(benchmark):
+    benchmark.pedantic(sum, args=([1, 2],), rounds=3)
+""")
+    result = pytester.runpytest_subprocess("-p", "no:xdist", "--benchmark-autosave")
+    assert result.ret == 0, str(result.stdout)
+    folder = pytester.path / ".benchmarks" / machine_id()
+    assert [p.name[:5] for p in folder.iterdir()] == ["0001_"]
