@@ -5,10 +5,14 @@ Both revisions are checked out as git worktrees in a temporary folder (HEAD omit
 tree as it is, uncommitted changes included). The selected benchmarks of each run in alternating
 sessions, A B, B A, A B, ..., each session its own ``python -m pytest`` process whose working
 directory and ``PYTHONPATH`` are the revision's worktree, so that the revision's own code is
-imported and not an installed copy. A session's figure of a benchmark is its fastest round (on a
-shared machine the rounds others slowed are the slow ones: the fastest is the one that had a core,
-and it moved least between sessions here), and of a claim the median of the claim's metric (its
-rounds are interleaved already); each pair of sessions gives one ratio head / base. On
+imported and not an installed copy. A session's figure of a benchmark is its median round, timed
+by default in the session's own CPU time (``--timer cpu``: time.process_time): on a machine shared
+with other builds, a round's wall time counts the time others held the core (here, with load 20
+on 2 cores, wall medians of a 1 ms kernel ranged from 8 to 48 ms between sessions; CPU medians from
+1.8 to 2.2 ms). ``--timer wall`` measures what CPU time misses (sleeps, I/O, child processes,
+waiting threads) and takes the fastest round, the one that had a core. A claim's figure is the
+median of the claim's metric (its rounds are interleaved already). Each pair of sessions gives one
+ratio head / base. On
 a shared machine the medians of unchanged code drift between sessions by more than the changes to
 catch (17% measured here), but the two sessions of a pair run seconds apart and the order
 alternates, so drift cancels in the ratio. The change of a series is the geometric mean of its
@@ -49,6 +53,8 @@ DEFAULT_SESSION_TIMEOUT = 600.0
 # Short sessions: many pairs of a few rounds beat few pairs of many (pairs are what cancel drift).
 SESSION_ARGS = ("-p", "no:cacheprovider", "-p", "no:xdist", "-q", "--benchmark-only",
                 "--benchmark-max-time=0.2", "--benchmark-min-rounds=5")
+# --timer: pytest-benchmark's timer of a session, and the statistic of its rounds taken.
+TIMERS = {"cpu": ("time.process_time", "median"), "wall": ("time.perf_counter", "min")}
 
 
 class ContinuousError(Exception):
@@ -68,14 +74,15 @@ class Figure:
     higher_is_better: bool
 
 
-def session_figures(data: Any) -> dict[str, Figure]:
-    """Each benchmark's fastest round and each claim's median metric in one session's JSON
-    (pytest-benchmark's ``--benchmark-json``); ValueError names a malformed file."""
+def session_figures(data: Any, statistic: str = "median") -> dict[str, Figure]:
+    """Each benchmark's ``statistic`` of its rounds (``median`` or ``min``) and each claim's median
+    metric in one session's JSON (pytest-benchmark's ``--benchmark-json``); ValueError names a
+    malformed file."""
     run = gate.run_from_json(data, "session")
     figures: dict[str, Figure] = {}
     for bench in run.benchmarks:
         stats = bench.get("stats")
-        value = stats.get("min") if isinstance(stats, Mapping) else None
+        value = stats.get(statistic) if isinstance(stats, Mapping) else None
         if gate._is_number(value) and math.isfinite(value) and value > 0:
             figures[bench["fullname"]] = Figure(float(value), "time", False)
     for key, s in run.series.items():
@@ -108,7 +115,7 @@ class PairedChange:
             return f"{head} {self.note}"
         t = self.test
         way = "higher" if self.higher_is_better else "lower"
-        what = "fastest round" if self.kind == "time" else gate.METRIC_WORDS.get(self.kind, self.kind)
+        what = "time" if self.kind == "time" else gate.METRIC_WORDS.get(self.kind, f"median {self.kind}")
         base, now = gate._fmt(self.base, self.kind), gate._fmt(self.head, self.kind)
         return (f"{head} {what} base {base}, head {now}, "
                 f"change {t.change:+.1%} [{t.low:+.1%}, {t.high:+.1%}] ({t.pairs} pairs, p={t.p_value:.2g}, "
@@ -226,10 +233,11 @@ def session_env(root: Path) -> dict[str, str]:
 
 
 def run_session(cwd: Path, root: Path, pytest_args: Sequence[str], out: Path, log: Path,
-                timeout: float) -> dict[str, Any]:
+                timeout: float, timer: str = "cpu") -> dict[str, Any]:
     """One pytest session in its own process (and process group, ended whatever happens); its
     JSON, or a ContinuousError saying why there is none."""
-    cmd = [sys.executable, "-m", "pytest", *SESSION_ARGS, f"--benchmark-json={out}", *pytest_args]
+    cmd = [sys.executable, "-m", "pytest", *SESSION_ARGS, f"--benchmark-timer={TIMERS[timer][0]}",
+           f"--benchmark-json={out}", *pytest_args]
     with log.open("w") as output:
         proc = subprocess.Popen(cmd, cwd=cwd, env=session_env(root), stdout=output, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
@@ -280,6 +288,9 @@ def add_parser(commands: Any) -> None:
     c.add_argument("--alpha", type=_alpha, default=DEFAULT_ALPHA, metavar="P",
                    help="chance of any false alarm over the whole run (default %(default)s)")
     c.add_argument("--both", action="store_true", help="fail on significant improvements too")
+    c.add_argument("--timer", choices=sorted(TIMERS), default="cpu",
+                   help="cpu (default): each round's CPU time of the session, its median; wall: wall "
+                        "time, the fastest round (for code that waits: sleeps, I/O, child processes)")
     c.add_argument("--session-timeout", type=positive_seconds, default=DEFAULT_SESSION_TIMEOUT,
                    metavar="SECONDS", help="end a session running longer (default %(default)s)")
     c.add_argument("--hpc-report", default=None, metavar="DIR",
@@ -331,7 +342,7 @@ def _run(args: argparse.Namespace, pytest_args: Sequence[str], say: Callable[[st
     names = {"base": f"{args.base} ({base_commit[:10]})",
              "head": f"{args.head} ({head_commit[:10]})" if head_commit else "the working tree"}
     say(f"continuous: {names['base']} vs {names['head']}: {args.pairs} session pairs, "
-        f"min effect {args.min_effect:.0%}, alpha {args.alpha:g} over all series")
+        f"{args.timer} time, min effect {args.min_effect:.0%}, alpha {args.alpha:g} over all series")
     order = session_order(args.pairs)
     results: list[dict[str, dict[str, Figure]]] = [{} for _ in range(args.pairs)]
     started = time.perf_counter()
@@ -342,9 +353,9 @@ def _run(args: argparse.Namespace, pytest_args: Sequence[str], say: Callable[[st
                 extra.append(f"--hpc-report={report}")
             t0 = time.perf_counter()
             data = run_session(trees[which] / relative, trees[which], extra, Path(tmp) / f"{n}.json",
-                               Path(tmp) / f"{n}.log", args.session_timeout)
+                               Path(tmp) / f"{n}.log", args.session_timeout, args.timer)
             try:
-                results[pair][which] = session_figures(data)
+                results[pair][which] = session_figures(data, TIMERS[args.timer][1])
             except (ValueError, KeyError, TypeError) as exc:
                 raise ContinuousError(f"a {which} session's JSON is malformed: {exc}") from None
             say(f"session {n + 1}/{len(order)}: {which}, {len(results[pair][which])} series, "
