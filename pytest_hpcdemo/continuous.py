@@ -238,6 +238,9 @@ def run_session(cwd: Path, root: Path, pytest_args: Sequence[str], out: Path, lo
     JSON, or a ContinuousError saying why there is none."""
     cmd = [sys.executable, "-m", "pytest", *SESSION_ARGS, f"--benchmark-timer={TIMERS[timer][0]}",
            f"--benchmark-json={out}", *pytest_args]
+    if not cwd.is_dir():
+        raise ContinuousError(f"{cwd.relative_to(root)}: no such folder in this revision (run from the "
+                              "repository's root, or a folder both revisions have)")
     with log.open("w") as output:
         proc = subprocess.Popen(cmd, cwd=cwd, env=session_env(root), stdout=output, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)

@@ -179,3 +179,15 @@ def test_a_real_run_flags_the_slowed_benchmark_of_the_revision_under_test(tmp_pa
 
 def test_continuous_cli_defaults_are_the_documented_ones() -> None:
     assert continuous.DEFAULT_PAIRS == 10 and continuous.DEFAULT_MIN_EFFECT == 0.10
+
+
+def test_a_folder_the_base_revision_lacks_exits_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    repo = make_repo(tmp_path / "repo", 2)
+    (repo / "newdir").mkdir()
+    (repo / "newdir" / "keep").write_text("")
+    subprocess.run(["git", "add", "."], cwd=repo, check=True)
+    subprocess.run(["git", "commit", "-qm", "new folder"], cwd=repo, check=True)
+    monkeypatch.chdir(repo / "newdir")
+    assert main(["continuous", "HEAD~2", "--pairs=3"]) == 2
+    assert "newdir: no such folder in this revision" in capsys.readouterr().err
