@@ -1,6 +1,9 @@
-"""``python -m pytest_hpcdemo compare [RUNS...]`` (console script ``pytest-hpcdemo``): the history of
-every benchmark and claim over saved runs, and the gate applied to the last run against the one
-before it, without re-running the suite.
+"""``python -m pytest_hpcdemo`` (console script ``pytest-hpcdemo``), two commands:
+
+* ``compare [RUNS...]``: the history of every benchmark and claim over saved runs, and the gate
+  applied to the last run against the one before it, without re-running the suite;
+* ``continuous BASE [HEAD] [-- PYTEST-ARGS]``: two revisions run in interleaved sessions and
+  compared pair by pair (continuous.py).
 
 Exit status: 0 no regression (or nothing to compare), 1 a regression, 2 bad arguments or an
 unreadable history file (one line naming it on stderr).
@@ -12,7 +15,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import gate
+from . import continuous, gate
 
 
 def _fraction(text: str) -> float:
@@ -39,6 +42,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--busy", type=float, default=gate.DEFAULT_BUSY_LOAD, metavar="CORES",
                    help="do not compare times taken while other processes used more than CORES cores")
     c.add_argument("-v", "--verbose", action="store_true", help="list unchanged series too")
+    continuous.add_parser(commands)
     return p
 
 
@@ -50,8 +54,14 @@ def compare(args: argparse.Namespace) -> int:
         return 2
     try:
         storage = gate.storage_path(args.storage)
+        gate.check_folder(storage / args.machine, "--storage", write=False)
         files = gate.resolve_runs(args.runs, storage, args.machine)
-        runs = [gate.load_run(f) for f in files]
+        if args.runs:  # named runs must all be readable
+            runs = [gate.load_run(f) for f in files]
+        else:  # the whole history: an unreadable file is skipped, and named
+            runs, warnings = gate.load_history(files)
+            for warning in warnings:
+                print(f"pytest-hpcdemo compare: {warning}", file=sys.stderr)
     except gate.HistoryError as exc:
         print(f"pytest-hpcdemo compare: {exc}", file=sys.stderr)
         return 2
@@ -70,7 +80,13 @@ def compare(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cut = argv.index("--") if "--" in argv else len(argv)  # what follows -- goes to pytest
+    args = parser().parse_args(argv[:cut])
+    if args.command == "continuous":
+        return continuous.run(args, argv[cut + 1:])
+    if cut < len(argv):
+        parser().error("arguments after -- are for continuous only")
     return compare(args)
 
 

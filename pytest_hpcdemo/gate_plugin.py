@@ -33,7 +33,8 @@ CURRENT_KEY = pytest.StashKey[dict[str, Any]]()
 RESULT_KEY = pytest.StashKey[list[str]]()
 
 
-_fraction = number("a fraction such as 0.05 or 5%", lambda v: 0 <= v < 10, "a fraction in [0, 10)",
+# A median cannot fall by 100%: a larger minimum effect would silently stop the gating of claims.
+_fraction = number("a fraction such as 0.05 or 5%", lambda v: 0 <= v < 1, "a fraction in [0, 1) (under 100%)",
                    parse=percent_or_fraction)
 _alpha = number("a probability", lambda v: 0 < v < 0.5, "above 0 and below 0.5")
 _cores = number("cores", lambda v: v >= 0, "0 or more cores")
@@ -73,31 +74,81 @@ def _gating(config: pytest.Config) -> bool:
 
 def _active(config: pytest.Config) -> bool:
     """Gate or report asked for, in the controlling process (xdist workers save nothing)."""
-    wanted = _gating(config) or config.getoption("hpc_report") is not None
-    return wanted and not under_xdist(config)
+    return wants_raw_timings(config) and not under_xdist(config)
+
+
+def wants_raw_timings(config: pytest.Config) -> bool:
+    """Whether this run's saved JSON must keep every round's time (``stats.data``): the gate and the
+    report read them."""
+    return _gating(config) or config.getoption("hpc_report") is not None
+
+
+def _saving(config: pytest.Config) -> bool:
+    return bool(config.getoption("benchmark_autosave", False) or config.getoption("benchmark_save", None))
+
+
+def _check_folders(config: pytest.Config) -> None:
+    """Storage and report folders usable before any test runs: a one-line usage error otherwise."""
+    from . import gate
+
+    storage = str(config.getoption("benchmark_storage", ""))
+    is_file_storage = "://" not in storage or storage.startswith("file://")
+    if storage and is_file_storage and (_saving(config) or _active(config)):
+        gate.check_folder(gate.storage_path(storage), "--benchmark-storage", write=_saving(config))
+    report_dir = config.getoption("hpc_report")
+    if report_dir is not None and not under_xdist(config):
+        gate.check_folder(Path(report_dir), "--hpc-report", write=True)
+
+
+def _load_history(config: pytest.Config) -> None:
+    """The history, the baseline, and a warning for each unreadable file that is skipped."""
+    from . import gate
+
+    storage = gate.storage_path(str(config.getoption("benchmark_storage")))
+    machine = gate.machine_id()
+    spec = config.getoption("hpc_gate_baseline")
+    chosen = gate.resolve_one(spec, storage, machine) if spec is not None else None
+    history, warnings = gate.load_history(gate.saved_runs(storage, machine), keep=chosen)
+    for warning in warnings:
+        config.issue_config_time_warning(pytest.PytestWarning(f"hpcdemo gate: {warning}"), stacklevel=2)
+    config.stash.setdefault(RESULT_KEY, []).extend(warnings)
+    config.stash[HISTORY_KEY] = history
+    if chosen is not None:
+        config.stash[BASELINE_KEY] = gate.load_run(chosen)
+    elif _gating(config):
+        config.stash[BASELINE_KEY] = history[-1] if history else None
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER)
-    if not _active(config):
-        return
     from . import gate
 
-    report_dir = config.getoption("hpc_report")
-    if report_dir is not None and Path(report_dir).exists() and not Path(report_dir).is_dir():
-        raise pytest.UsageError(f"--hpc-report {report_dir}: exists and is not a folder")
     try:
-        storage = gate.storage_path(str(config.getoption("benchmark_storage")))
-        machine = gate.machine_id()
-        history = [gate.load_run(f) for f in gate.saved_runs(storage, machine)]
-        config.stash[HISTORY_KEY] = history
-        spec = config.getoption("hpc_gate_baseline")
-        if spec is not None:
-            config.stash[BASELINE_KEY] = gate.load_run(gate.resolve_runs([spec], storage, machine)[-1])
-        elif _gating(config):
-            config.stash[BASELINE_KEY] = history[-1] if history else None
+        _check_folders(config)
+        if _active(config):
+            _load_history(config)
     except gate.HistoryError as exc:
         raise pytest.UsageError(str(exc)) from None
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """pytest-benchmark's file storage picks the next run number and then opens it for writing:
+    two runs saving at once can take one number, and a full disk leaves a partial file. Its save
+    is replaced by an exclusive, atomic one (gate.save_exclusive)."""
+    storage = getattr(getattr(session.config, "_benchmarksession", None), "storage", None)
+    if storage is None or type(storage).__name__ != "FileStorage":
+        return
+
+    def save(output_json: dict[str, Any], name: str) -> None:
+        from pytest_benchmark.utils import safe_dumps
+
+        from .gate import save_exclusive
+
+        path = save_exclusive(storage.get(name).parent, name,
+                              safe_dumps(output_json, ensure_ascii=True, indent=4))
+        storage.logger.info(f"Saved benchmark data in: {path}")
+
+    storage.save = save
 
 
 def gate_thresholds(marker: pytest.Mark) -> dict[str, Any]:
@@ -141,6 +192,8 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
         load = foreign_load(None if busy0 is None or busy1 is None else busy1 - busy0, cpu1 - cpu0, wall)
         if load is not None:
             bench.extra_info["foreign_load"] = round(load, 3)
+            # Its own CPU use: a benchmark that waits is compared whatever the others' load.
+            bench.extra_info["own_cpu"] = round((cpu1 - cpu0) / wall, 3)
         marker = item.get_closest_marker("gate")
         if marker is not None:
             bench.extra_info["gate"] = gate_thresholds(marker)
@@ -198,7 +251,11 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
     current = run_from_json(_current_json(config), "this run")
     result = _gate(config, current) if _gating(config) else None
-    if result is not None and result.failed and session.exitstatus == pytest.ExitCode.OK:
+    strict_fail = result is not None and result.mostly_not_compared and config.getoption("hpc_strict", False)
+    if strict_fail:
+        config.stash.setdefault(RESULT_KEY, []).append(
+            "--hpc-strict: most series were not compared: the gate fails")
+    if result is not None and (result.failed or strict_fail) and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     report_dir = config.getoption("hpc_report")
     if report_dir is not None:

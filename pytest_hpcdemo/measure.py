@@ -587,6 +587,7 @@ class Measurement:
             "claims": [d.as_dict() for d in decisions],
             "baseline_s": base,
             "candidate_s": cand,
+            "per_round": {metric: [r.value(metric) for r in clean] for metric in METRICS},  # gated
         }
 
     def line(self) -> str:

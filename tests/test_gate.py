@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,7 @@ def time_series(samples: list[float], key: str = "t::bench") -> Series:
     return Series(key, "time", tuple(samples))
 
 
-def test_mann_whitney_matches_exact_small_cases() -> None:
+def test_mann_whitney_is_scipys_exact_test_on_small_cases() -> None:
     # Complete separation of 3 and 3: U = 0 in 1 of C(6, 3) = 20 orderings, two-sided 2/20.
     assert gate.mann_whitney_p([1, 2, 3], [4, 5, 6]) == pytest.approx(0.1)
     assert gate.mann_whitney_p(range(5), range(10, 15)) == pytest.approx(2 / 252)
@@ -79,8 +81,10 @@ def test_noise_alone_passes_over_many_seeds(rounds: int) -> None:
     for seed in range(seeds):
         rng = random.Random(10_000 + seed)
         a, b = time_series(timings(rng, rounds)), time_series(timings(rng, rounds))
-        alarms += gate.judge(a, b, Thresholds()).failed
-        test_only += gate.judge(a, b, Thresholds(min_effect=0.0, both=True)).failed
+        change = gate.judge(a, b, Thresholds())
+        alarms += change.failed
+        loose = replace(change, thresholds=Thresholds(min_effect=0.0, both=True))
+        test_only += loose.decided(change.p_value, 1).failed
     assert alarms <= {5: 5, 30: 1, 200: 0}[rounds] <= 0.01 * seeds
     assert test_only / seeds <= 0.015, f"{test_only} of {seeds} at alpha 0.01"
 
@@ -103,12 +107,70 @@ def test_faster_fails_only_when_both_directions_are_gated() -> None:
 
 def test_a_lower_speedup_is_a_regression() -> None:
     rng = random.Random(5)
-    before = Series("t::c [x2]", "speedup", tuple(1.9 * math.exp(rng.gauss(0, 0.03)) for _ in range(10)))
-    after = Series("t::c [x2]", "speedup", tuple(1.6 * math.exp(rng.gauss(0, 0.03)) for _ in range(10)))
+    before = Series("t::c [x2] speedup >=", "speedup",
+                    tuple(1.9 * math.exp(rng.gauss(0, 0.03)) for _ in range(10)), higher_is_better=True)
+    after = replace(before, samples=tuple(1.6 * math.exp(rng.gauss(0, 0.03)) for _ in range(10)))
     change = gate.judge(before, after, Thresholds())
     assert change.outcome is Outcome.REGRESSED and change.change < -0.1
-    assert "median speedup 1.88x -> 1.59x (-15.3%, p=1.1e-05" in change.line()
+    assert "median speedup 1.88x -> 1.59x (-15.3%, p=0.00018, detectable 5%" in change.line()
+    assert "higher is better" in change.line()
     assert gate.judge(after, before, Thresholds()).outcome is Outcome.IMPROVED
+
+
+def test_each_claim_is_gated_its_own_way_round() -> None:
+    """A plugin-cost ratio claimed ``at_most`` rising from 1.0 to 1.5 is a regression, and falling
+    back an improvement; a parallelism claim is gated on parallelism, not on wall time."""
+    def run(cost: float, parallelism: float) -> Run:
+        rng = random.Random(int(cost * 10 + parallelism))
+        figures = {"claims": [{"claim": "speedup <= 2", "verdict": "holds", "median": cost},
+                              {"metric": "parallelism", "operator": ">=", "threshold": 1.5}],
+                   "baseline_s": [0.1] * 12, "candidate_s": [0.1 / cost] * 12,
+                   "per_round": {"parallelism": [parallelism * math.exp(rng.gauss(0, 0.02))
+                                                 for _ in range(12)]}}
+        bench = bench_json("t::p", [0.01] * 12)
+        bench["extra_info"]["claims"] = {"cost": figures}
+        return run_of(bench)
+
+    cost, par = "t::p [cost] speedup <=", "t::p [cost] parallelism >="
+    assert set(run(1.0, 1.9).series) == {"t::p", cost, par}
+    assert not run(1.0, 1.9).series[cost].higher_is_better and run(1.0, 1.9).series[par].higher_is_better
+    worse = {c.series.key: c for c in gate.compare(run(1.0, 1.9), run(1.5, 1.9)).changes}
+    assert worse[cost].outcome is Outcome.REGRESSED and worse[par].outcome is Outcome.UNCHANGED
+    better = {c.series.key: c for c in gate.compare(run(1.5, 1.9), run(1.0, 1.9)).changes}
+    assert better[cost].outcome is Outcome.IMPROVED and not better[cost].failed
+    lost = {c.series.key: c for c in gate.compare(run(1.0, 1.9), run(1.0, 1.2)).changes}
+    assert lost[par].outcome is Outcome.REGRESSED and "median parallelism 1.9" in lost[par].line()
+
+
+def test_an_unchanged_run_of_many_series_raises_a_false_alarm_at_most_alpha() -> None:
+    """25 unchanged series a run, 60 runs, min effect 0 and both directions (the test alone) at a
+    loose alpha of 0.2, so that 60 runs can show the rate: judged together, runs with any false
+    alarm stay under alpha (measured 4 of 60); one by one at alpha they would be about
+    1 - 0.8**25 = 99.6% (measured 60 of 60)."""
+    alarmed = separately = 0
+    loose = Thresholds(min_effect=0.0, alpha=0.2, both=True)
+    for seed in range(60):
+        rng = random.Random(50_000 + seed)
+        pairs = [(timings(rng, 6), timings(rng, 6)) for _ in range(25)]
+        base = Run("a", MACHINE, {f"t::{i}": time_series(a, f"t::{i}") for i, (a, _) in enumerate(pairs)})
+        cur = Run("b", MACHINE, {f"t::{i}": time_series(b, f"t::{i}") for i, (_, b) in enumerate(pairs)})
+        report = gate.compare(base, cur, loose)
+        alarmed += report.failed
+        separately += any(c.p_value < 0.2 for c in report.changes)
+    assert alarmed <= 0.2 * 60, f"{alarmed} of 60 runs"
+    assert separately >= 55, f"{separately} of 60 runs"
+
+
+def test_a_real_change_among_many_unchanged_series_is_still_found() -> None:
+    rng = random.Random(11)
+    base = {f"t::{i}": time_series(timings(rng, 30), f"t::{i}") for i in range(40)}
+    cur = {f"t::{i}": time_series(timings(rng, 30, centre=0.0125 if i == 7 else 0.01), f"t::{i}")
+           for i in range(40)}
+    report = gate.compare(Run("a", MACHINE, base), Run("b", MACHINE, cur))
+    assert [c.series.key for c in report.failures] == ["t::7"]
+    (line,) = [x for x in report.lines() if x.startswith("REGRESSED")]
+    assert "over 40 series" in line and "detectable" in line
+    assert report.lines()[-1].endswith("40 compared series judged together (Benjamini-Hochberg)")
 
 
 def test_history_drift_raises_the_bar() -> None:
@@ -128,6 +190,17 @@ def test_marker_thresholds_override_defaults() -> None:
     assert t == Thresholds(0.5, 0.01, True)
     with pytest.raises(ValueError, match="alpha"):
         Thresholds().overridden({"alpha": 2})
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"min_effect": 1.5}, r"min_effect must be a fraction in \[0, 1\)"),
+    ({"both": "yes"}, "both must be True or False, got 'yes'"),
+    ({"busy_load": "x"}, "busy_load must be a number of cores >= 0, got 'x'"),
+    ({"alpha": True}, "alpha must be a probability"),
+])
+def test_thresholds_are_checked_for_meaning(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Thresholds().overridden(changes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,8 +227,8 @@ def run_of(*benches: dict[str, Any], machine: dict[str, Any] = MACHINE) -> Run:
 
 def test_claims_give_speedup_series_and_marker_thresholds_travel() -> None:
     run = run_of(bench_json("t::c", [0.1, 0.1], ([0.2, 0.3], [0.1, 0.1]), {"min_effect": 0.3}))
-    assert set(run.series) == {"t::c", "t::c [x2]"}
-    assert run.series["t::c [x2]"].samples == pytest.approx((2.0, 3.0))
+    assert set(run.series) == {"t::c", "t::c [x2] speedup >="}
+    assert run.series["t::c [x2] speedup >="].samples == pytest.approx((2.0, 3.0))
     rng = random.Random(7)
     slow = run_of(bench_json("t::c", [s * 1.2 for s in timings(rng, 30)], gate_kw={"min_effect": 0.3}))
     base = run_of(bench_json("t::c", timings(rng, 30)))
@@ -181,7 +254,7 @@ def test_different_machine_gates_ratios_only() -> None:
     report = gate.compare(base, current)
     assert report.flagged == ["node 'box' vs 'elsewhere'"]
     outcomes = {c.series.key: c.outcome for c in report.changes}
-    assert outcomes == {"t::c": Outcome.NOT_COMPARED, "t::c [x2]": Outcome.REGRESSED}
+    assert outcomes == {"t::c": Outcome.NOT_COMPARED, "t::c [x2] speedup >=": Outcome.REGRESSED}
 
 
 def save(folder: Path, name: str, data: Any) -> Path:
@@ -194,7 +267,11 @@ def save(folder: Path, name: str, data: Any) -> Path:
 @pytest.mark.parametrize("text, reason", [
     ("{not json", "corrupt history file: Expecting property name"),
     ('{"benchmarks": 3}', "corrupt history file: not a pytest-benchmark run"),
-    ('{"benchmarks": [{"stats": {}}]}', "corrupt history file: 'fullname'"),
+    ('{"benchmarks": [{"stats": {}}]}', "corrupt history file: benchmark entry 0 has no 'fullname'"),
+    ('{"benchmarks": [], "machine_info": []}', "corrupt history file: machine_info is not an object"),
+    ('{"benchmarks": [{"fullname": "t", "stats": 3}]}', "corrupt history file: t: stats is not an object"),
+    ('{"benchmarks": [{"fullname": "t", "extra_info": {"gate": {"both": "yes"}}}]}',
+     "corrupt history file: t: gate thresholds: both must be True or False"),
 ])
 def test_corrupt_history_is_a_one_line_error_naming_the_file(tmp_path: Path, text: str, reason: str) -> None:
     path = save(tmp_path, "0001_bad.json", text)
@@ -230,10 +307,14 @@ def test_compare_command_refuses_a_corrupt_file_without_touching_it(tmp_path: Pa
     folder = tmp_path / "m"
     good = save(folder, "0001_a.json", run_json(bench_json("t::bench", [0.01] * 5)))
     bad = save(folder, "0002_b.json", "{truncated")
-    assert main(["compare", "--storage", str(tmp_path), "--machine", "m"]) == 2
+    assert main(["compare", "--storage", str(tmp_path), "--machine", "m", "0002"]) == 2  # named: refused
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"pytest-hpcdemo compare: {bad}: corrupt history file") and "\n" not in err
     assert bad.read_text() == "{truncated" and json.loads(good.read_text())["benchmarks"]
+    assert main(["compare", "--storage", str(tmp_path), "--machine", "m"]) == 0  # the history: skipped
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"pytest-hpcdemo compare: skipped {bad}: corrupt history file")
+    assert "one run only" in captured.out
     assert main(["compare", "--storage", str(tmp_path), "--machine", "m", "0009"]) == 2
     assert "0009: no such history file" in capsys.readouterr().err
 
@@ -262,3 +343,135 @@ def test_runs_on_a_busy_machine_are_not_compared() -> None:
     changes = gate.compare(run_of(claim), run_of(contested)).changes
     (speedup,) = [c for c in changes if c.series.kind == "speedup"]
     assert speedup.outcome is Outcome.NOT_COMPARED and "took the cores in 3 of 6 rounds" in speedup.note
+
+
+def test_a_waiting_benchmark_is_compared_whatever_the_load() -> None:
+    """A sleep needs no core: 10 ms -> 13 ms measured while others took 1.86 cores is a regression,
+    where the same load on a CPU-bound benchmark leaves it not compared."""
+    rng = random.Random(12)
+    base = bench_json("t::sleep", timings(rng, 30, sigma=0.01))
+    slow = bench_json("t::sleep", timings(rng, 30, centre=0.013, sigma=0.01))
+    for b in (base, slow):
+        b["extra_info"].update(foreign_load=1.86, own_cpu=0.01)
+    (change,) = gate.compare(run_of(base), run_of(slow)).changes
+    assert change.outcome is Outcome.REGRESSED
+    for b in (base, slow):
+        b["extra_info"]["own_cpu"] = 0.98
+    (change,) = gate.compare(run_of(base), run_of(slow)).changes
+    assert change.outcome is Outcome.NOT_COMPARED and "foreign load 1.86 cores" in change.note
+
+
+def test_most_series_not_compared_is_shouted_in_the_closing_line() -> None:
+    rng = random.Random(13)
+    benches = [bench_json(f"t::{i}", timings(rng, 10)) for i in range(4)]
+    loaded = [bench_json(f"t::{i}", timings(rng, 10)) for i in range(4)]
+    for b in loaded[:3]:
+        b["extra_info"]["foreign_load"] = 1.2
+    report = gate.compare(run_of(*benches), run_of(*loaded))
+    assert report.not_compared == 3 and report.mostly_not_compared and not report.failed
+    assert report.lines()[-2] == "gate: passed: 3 not compared, 1 unchanged"
+    assert report.lines()[-1].startswith("WARNING: MOST SERIES WERE NOT COMPARED (3 of 4)")
+    assert not gate.compare(run_of(*benches), run_of(*benches)).mostly_not_compared
+
+
+@pytest.mark.parametrize("data, reason", [
+    (None, "the baseline: no raw timings (stats.data) saved"),
+    ([0.01, float("nan"), 0.01], "the baseline: 1 of 3 raw timings (stats.data) are not numbers, NaN"),
+    ([0.01, -0.01, 0.01], "the baseline: 1 of 3 raw timings (stats.data) are not numbers, NaN"),
+    ("0.01", "the baseline: raw timings (stats.data) is not a list"),
+])
+def test_malformed_samples_are_not_compared_with_the_true_reason(data: Any, reason: str) -> None:
+    base = bench_json("t::b", [0.01] * 3)
+    base["stats"] = {} if data is None else {"data": data}
+    (change,) = gate.compare(run_of(base), run_of(bench_json("t::b", [0.02] * 3))).changes
+    assert change.outcome is Outcome.NOT_COMPARED and change.note.startswith(reason)
+
+
+def saved_history(folder: Path, n: int) -> list[Path]:
+    rng = random.Random(14)
+    return [save(folder, f"{i:04}_run.json", run_json(bench_json("t::b", timings(rng, 5))))
+            for i in range(1, n + 1)]
+
+
+@pytest.mark.parametrize("spec, error", [
+    ("", "an empty run name"),
+    ("0", "0: no such history file"),
+    ("*", "baseline '*' matches 3 saved runs (0001_run, 0002_run, 0003_run): name exactly one"),
+    ("00", "00: no such history file"),  # a number, not a prefix
+    ("0*", "baseline '0*' matches 3 saved runs"),
+])
+def test_a_baseline_must_name_exactly_one_run(tmp_path: Path, spec: str, error: str) -> None:
+    saved_history(tmp_path / "m", 3)
+    with pytest.raises(gate.HistoryError, match=re.escape(error)):
+        gate.resolve_one(spec, tmp_path, "m")
+
+
+def test_a_baseline_by_number_prefix_or_file(tmp_path: Path) -> None:
+    files = saved_history(tmp_path / "m", 3)
+    assert [gate.resolve_one(s, tmp_path, "m") for s in ("2", "0002", "0002_r", "0002_run*", str(files[1]))] \
+        == [files[1]] * 5
+
+
+def test_unreadable_files_other_than_the_baseline_are_skipped_with_a_warning(tmp_path: Path) -> None:
+    files = saved_history(tmp_path / "m", 2)
+    bad = save(tmp_path / "m", "0003_half.json", '{"benchmarks": [')
+    empty = save(tmp_path / "m", "0004_empty.json", "")
+    runs, warnings = gate.load_history(gate.saved_runs(tmp_path, "m"), keep=files[1])
+    assert [r.label for r in runs] == ["0001_run", "0002_run"]
+    assert [w.split(": ")[0] for w in warnings] == [f"skipped {bad}", f"skipped {empty}"]
+    with pytest.raises(gate.HistoryError, match=r"0003_half\.json: corrupt history file"):
+        gate.load_history(gate.saved_runs(tmp_path, "m"), keep=bad)
+
+
+def test_folders_are_checked_before_use(tmp_path: Path) -> None:
+    taken = save(tmp_path, "taken", "x")
+    message = f"--benchmark-storage {taken}: {taken} exists and is not a folder"
+    with pytest.raises(gate.HistoryError, match=re.escape(message)):
+        gate.check_folder(taken, "--benchmark-storage", write=False)
+    with pytest.raises(gate.HistoryError, match="exists and is not a folder"):
+        gate.check_folder(taken / "sub", "--hpc-report", write=True)
+    gate.check_folder(tmp_path / "new" / "deep", "--hpc-report", write=True)
+    assert (tmp_path / "new" / "deep").is_dir() and not list((tmp_path / "new" / "deep").iterdir())
+
+
+def test_saves_are_exclusive_and_leave_no_partial_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                       ) -> None:
+    """16 threads saving into one folder at once take 16 distinct numbers, each file whole; a save
+    that fails while writing (a full disk) leaves nothing behind."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = [json.dumps(run_json(bench_json(f"t::{i}", [0.01] * 200))) for i in range(16)]
+    with ThreadPoolExecutor(16) as pool:
+        paths = list(pool.map(lambda t: gate.save_exclusive(tmp_path, "run", t), texts))
+    assert sorted(p.name for p in paths) == [f"{i:04}_run.json" for i in range(1, 17)]
+    assert sorted(p.read_text() for p in paths) == sorted(texts)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{i:04}_run.json" for i in range(1, 17)]
+
+    def full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(gate.os, "fsync", full)
+    with pytest.raises(OSError, match="No space left"):
+        gate.save_exclusive(tmp_path, "full", texts[0])
+    assert len(list(tmp_path.iterdir())) == 16
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--min-effect", "150%"], "min_effect must be a fraction in [0, 1)"),
+    (["--alpha", "0.7"], "alpha must be a probability"),
+    (["0"], "0: no such history file"),
+    ([""], "an empty run name"),
+])
+def test_compare_command_rejects_bad_values(tmp_path: Path, capsys, args: list[str], message: str) -> None:
+    saved_history(tmp_path / "m", 2)
+    assert main(["compare", "--storage", str(tmp_path), "--machine", "m", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_compare_command_on_a_storage_that_is_a_file_or_a_malformed_run(tmp_path: Path, capsys) -> None:
+    taken = save(tmp_path, "taken", "x")
+    assert main(["compare", "--storage", str(taken), "--machine", "m"]) == 2
+    assert "exists and is not a folder" in capsys.readouterr().err
+    save(tmp_path / "s" / "m", "0001_a.json", {"benchmarks": [], "machine_info": "box"})
+    assert main(["compare", "--storage", str(tmp_path / "s"), "--machine", "m", "1"]) == 2
+    assert "0001_a.json: corrupt history file: machine_info is not an object" in capsys.readouterr().err
