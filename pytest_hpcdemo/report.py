@@ -14,6 +14,9 @@ from .markers import INSTALL_HINT
 HOLDS, FAILS, INCONCLUSIVE, NOT_RUN, ERROR = "holds", "fails", "inconclusive", "not run", "error"
 UNDECIDED_CAUSES = ("noise", "load")
 DEFAULT_STRICT_UNDECIDED = 0.25  # --hpc-strict fails a session with a larger share of claims undecided
+# The first free-threaded CPython each backend publishes wheels for (None: none yet), from PyPI's
+# files in 2026-12: a free-threaded build says so instead of an install hint that cannot work.
+FREE_THREADED_WHEELS_SINCE: dict[str, tuple[int, int] | None] = {"numba": (3, 14), "ray": None}
 
 
 @dataclass
@@ -135,6 +138,16 @@ class ClaimLog:
         return None
 
 
+def missing_backend(hw: Hardware, name: str) -> str:
+    """Why a backend is missing: an install hint, or that no wheel exists for this free-threaded build."""
+    since = FREE_THREADED_WHEELS_SINCE.get(name, (0, 0))
+    version = tuple(int(v) for v in hw.python.split(".")[:2])
+    if hw.free_threaded_build and (since is None or version < since):
+        return (f"{name} missing: it publishes no wheels for free-threaded CPython {hw.python} yet; "
+                f"its chapter runs on a GIL build")
+    return f"{name} missing ({INSTALL_HINT.format(extra=name)})"
+
+
 def header_lines(hw: Hardware, start_method: str) -> list[str]:
     """One line per backend: found, with version and the figure that matters, or missing and why."""
     quota = f"cgroup quota {hw.cgroup_quota:g}" if hw.cgroup_quota else "no cgroup quota"
@@ -150,7 +163,7 @@ def header_lines(hw: Hardware, start_method: str) -> list[str]:
         f"hpcdemo: numpy {hw.numpy or 'missing'}; {threads}",
         f"hpcdemo: numba {hw.numba}, threading layer {hw.numba_threading_layer} configured "
         f"(the layer used goes to machine_info once parallel code ran)" if hw.numba
-        else f"hpcdemo: numba missing ({INSTALL_HINT.format(extra='numba')})",
+        else f"hpcdemo: {missing_backend(hw, 'numba')}",
     ]
     mpi = hw.mpi
     if mpi is None or mpi.mpi4py is None:
@@ -164,7 +177,7 @@ def header_lines(hw: Hardware, start_method: str) -> list[str]:
     else:
         lines.append(f"hpcdemo: mpi4py {mpi.mpi4py}, not under a launcher: run mpirun -n 4 pytest -m mpi")
     if hw.ray is None:
-        lines.append(f"hpcdemo: ray missing ({INSTALL_HINT.format(extra='ray')})")
+        lines.append(f"hpcdemo: {missing_backend(hw, 'ray')}")
     else:
         where = (f"cluster at RAY_ADDRESS={hw.ray_address} (connected" if hw.ray_address
                  else "local cluster on 127.0.0.1 (started")

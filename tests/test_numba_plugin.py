@@ -15,6 +15,8 @@ import pytest
 from pytest_hpcdemo import hardware, numba_plugin, numba_support
 
 LAYER = numba_plugin.LAYER_VAR
+needs_numba = pytest.mark.skipif(hardware.package_version("numba") is None,
+                                 reason="Numba is not installed: pip install 'pytest-hpcdemo[numba]'")
 
 @pytest.fixture
 def fresh_detection(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -45,6 +47,7 @@ def test_fork_trap_reason(method: str, layer: str, trapped: bool) -> None:
         assert reason is None
 
 
+@needs_numba
 @pytest.mark.usefixtures("fresh_detection")
 def test_fork_start_method_selects_a_fork_safe_layer(pytester: pytest.Pytester,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
@@ -66,6 +69,7 @@ def test_other_start_methods_leave_the_layer_alone(pytester: pytest.Pytester,
     result.stdout.fnmatch_lines(["*LAYER: None*"])
 
 
+@needs_numba
 @pytest.mark.usefixtures("fresh_detection")
 def test_fork_with_an_unsafe_layer_skips_numba_tests(pytester: pytest.Pytester,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:

@@ -92,7 +92,8 @@ def test_bad_marker_argument_is_a_usage_error(pytester: pytest.Pytester) -> None
 
 
 def test_header_has_one_line_per_backend(pytester: pytest.Pytester, fake_hardware) -> None:
-    fake_hardware(numba=None, gpu=hardware.GpuInfo(None, None), ray="2.60.0", ray_address=None)
+    fake_hardware(numba=None, gpu=hardware.GpuInfo(None, None), ray="2.60.0", ray_address=None,
+                  free_threaded_build=False, gil_enabled=True)
     pytester.makepyfile("def test_a(): pass\n")
     result = pytester.runpytest()
     result.stdout.fnmatch_lines([
