@@ -326,7 +326,8 @@ def test_a_rank_that_dies_is_named_and_its_job_tidied(pytester: pytest.Pytester,
     pytester.makepyfile(MPI_DYING_TEST.format(death=death))
     run = run_faulted(pytester, mpirun_command(2), None)
     assert run.ret != 0
-    header = next(line for line in run.out.splitlines() if line.startswith("hpcdemo: mpi ranks (rank host:pid)"))
+    pids_line = "hpcdemo: mpi ranks (rank host:pid)"
+    header = next(line for line in run.out.splitlines() if line.startswith(pids_line))
     pid = header.split(", 1 ")[1].split(":")[1]
     host = header.split(", 1 ")[1].split(":")[0]
     events = exit_events()
