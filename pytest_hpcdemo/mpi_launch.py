@@ -7,6 +7,7 @@ session itself (mpi.py) is imported only under a launcher.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -36,8 +37,28 @@ class Launch(NamedTuple):
     local_size: int  # ranks on this node
 
 
+def pmi_fd_is_ours(text: str) -> bool:
+    """Whether ``PMI_FD`` names the socket Hydra's proxy gave this process, rather than one that a
+    process started inside a rank (a ``python -m pytest`` run by a test) inherited with the rank's
+    environment: then the descriptor is closed here, not a socket, or its parent holds the same one.
+    """
+    try:
+        fd = int(text)
+        if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+            return False
+    except (ValueError, OSError):
+        return False
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}") != os.readlink(f"/proc/{os.getppid()}/fd/{fd}")
+    except OSError:  # no /proc, or the parent's descriptor is not there (the launcher's own case)
+        return True
+
+
 def launch_of(environ: Mapping[str, str]) -> Launch | None:
-    """The launcher this process runs under, from its environment; None outside one."""
+    """The launcher this process runs under, from its environment; None outside one, including in
+    a process that only inherited a rank's environment (MPICH's ``PMI_FD`` is checked)."""
+    if "PMI_FD" in environ and not pmi_fd_is_ours(environ["PMI_FD"]):
+        return None
     for size_var, rank_var, local_var, name in LAUNCHER_VARS:
         if size_var in environ:
             size = int(environ[size_var])

@@ -280,7 +280,7 @@ def test_cuda_line_after_collection_when_a_gpu_is_usable(pytester: pytest.Pytest
     runtime = CudaRuntime(13000, 13020, (CudaDevice("NVIDIA H100 80GB HBM3", "9.0", 85_029_158_912),))
     machine(H100, runtime)
     pytester.makepyfile("import pytest\n@pytest.mark.gpu\ndef test_g(): pass\n")
-    result = pytester.runpytest("--collect-only")
+    result = pytester.runpytest("--collect-only", "-o", "hpcdemo=true")  # opted in: the header first
     result.stdout.fnmatch_lines([
         "hpcdemo: gpu: cupy 14.2.0, NVIDIA driver 580.82.07: NVIDIA H100 80GB HBM3 (81559 MiB, "
         "compute capability 9.0)",
@@ -386,6 +386,7 @@ def test_launch(gpu_benchmark, xp):
 
 def test_gpu_benchmark_is_timing_sensitive(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(STAND_IN_CONFTEST)
-    pytester.makepyfile("def test_t(gpu_benchmark, xp, request):\n"
-                        "    assert request.node.get_closest_marker('timing')\n")
+    pytester.makepyfile("from pytest_hpcdemo.markers import marker\n"
+                        "def test_t(gpu_benchmark, xp, request):\n"
+                        "    assert marker(request.node, 'timing')\n")
     pytester.runpytest("-p", "no:xdist").assert_outcomes(passed=1)
