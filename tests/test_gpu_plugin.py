@@ -10,6 +10,9 @@ import math
 import time
 from types import SimpleNamespace
 
+# Imported at collection, before any in-process pytester session: a session that imports NumPy
+# first would have it dropped from sys.modules afterwards, and NumPy cannot be loaded twice.
+import numpy
 import pytest
 
 from pytest_hpcdemo import gpu, hardware, measure
@@ -57,7 +60,6 @@ def test_device_clock_without_a_device_is_the_host_clock() -> None:
 
 
 def test_synchronizer_comes_from_the_array_module() -> None:
-    import numpy
 
     device = StandInDevice()
     runtime = SimpleNamespace(deviceSynchronize=device.synchronize)
@@ -129,7 +131,6 @@ def test_crossover_rejects_bad_input() -> None:
 
 
 def test_to_numpy_and_bandwidth() -> None:
-    import numpy
 
     a = numpy.arange(3)
     assert gpu.to_numpy(numpy, a) is a
