@@ -6,7 +6,6 @@ Only pytest is imported here at start-up; each fixture imports what it wraps whe
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -14,6 +13,8 @@ import pytest
 from .session import claim_log, hardware_of, options_of
 
 if TYPE_CHECKING:
+    from concurrent.futures import Executor  # for the annotations only: its import costs every session
+
     from .backends import Backend
     from .claims import ClaimNote, SpeedupMeter
     from .hardware import Hardware

@@ -18,6 +18,7 @@ import pytest
 
 from .optiontypes import number, percent_or_fraction
 from .session import under_xdist
+from .usage import in_use
 
 if TYPE_CHECKING:
     from .gate import GateReport, Run, Thresholds
@@ -166,7 +167,9 @@ def gate_thresholds(marker: pytest.Mark) -> dict[str, Any]:
     return dict(marker.kwargs)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not in_use(config):
+        return
     for item in items:
         marker = item.get_closest_marker("gate")
         if marker is not None:

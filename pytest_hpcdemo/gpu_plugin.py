@@ -19,6 +19,7 @@ import pytest
 
 from .fixtures import open_claim
 from .session import claim_log, hardware_of, options_of
+from .usage import in_use
 
 if TYPE_CHECKING:
     from .claims import SpeedupMeter
@@ -26,8 +27,9 @@ if TYPE_CHECKING:
     from .measure import Claim, Measurement, Run
 
 # Both parameters always exist, so that test ids (and saved benchmark names) are the same on every
-# machine; the gpu marker skips the CuPy one with its reason where it cannot run.
-ARRAY_MODULES = ("numpy", pytest.param("cupy", marks=pytest.mark.gpu))
+# machine; the CuPy one is marked hpc_gpu after collection (not at import, where the marker is not
+# registered yet), which skips it with its reason where it cannot run.
+ARRAY_MODULES = ("numpy", "cupy")
 
 
 @pytest.fixture(params=ARRAY_MODULES)
@@ -141,9 +143,20 @@ def gpu_benchmark(request: pytest.FixtureRequest) -> GpuBenchmark:
     return GpuBenchmark(meter, clock, benchmark)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not in_use(config):
+        return
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("xp") == "cupy":
+            item.add_marker(pytest.mark.hpc_gpu)
+
+
 def pytest_report_collectionfinish(config: pytest.Config, items: Sequence[pytest.Item]) -> list[str]:
     """Once a gpu test is selected: CuPy's CUDA versions and devices, or why the gpu tests skip."""
-    if not any(item.get_closest_marker("gpu") for item in items):
+    from .markers import marker
+
+    if not any(marker(item, "gpu") for item in items):
         return []
     from .hardware import cuda_runtime
     from .markers import gpu_skip_reason

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -38,6 +39,23 @@ class Launch(NamedTuple):
     local_size: int  # ranks on this node
 
 
+def pmi_fd_is_ours(text: str) -> bool:
+    """Whether ``PMI_FD`` names the socket Hydra's proxy gave this process, rather than one that a
+    process started inside a rank (a ``python -m pytest`` run by a test) inherited with the rank's
+    environment: then the descriptor is closed here, not a socket, or its parent holds the same one.
+    """
+    try:
+        fd = int(text)
+        if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+            return False
+    except (ValueError, OSError):
+        return False
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}") != os.readlink(f"/proc/{os.getppid()}/fd/{fd}")
+    except OSError:  # no /proc, or the parent's descriptor is not there (the launcher's own case)
+        return True
+
+
 def slurm_tasks_on_node(tasks_per_node: str, node: int) -> int | None:
     """Tasks on node ``node`` from Slurm's compressed count list: "2(x3),1" is 2, 2, 2, 1."""
     counts: list[int] = []
@@ -62,10 +80,13 @@ def slurm_launch(environ: Mapping[str, str]) -> Launch | None:
 
 
 def launch_of(environ: Mapping[str, str]) -> Launch | None:
-    """The launcher this process runs under, from its environment; None outside one."""
+    """The launcher this process runs under, from its environment; None outside one, including in
+    a process that only inherited a rank's environment (MPICH's ``PMI_FD`` is checked)."""
     slurm = slurm_launch(environ)
     if slurm is not None:  # first: with --mpi=pmi2 srun sets Hydra's PMI_SIZE and PMI_RANK too
         return slurm
+    if "PMI_FD" in environ and not pmi_fd_is_ours(environ["PMI_FD"]):
+        return None
     for size_var, rank_var, local_var, name in LAUNCHER_VARS:
         if size_var in environ:
             size = int(environ[size_var])

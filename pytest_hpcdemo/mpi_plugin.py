@@ -3,8 +3,10 @@
 Under an MPI launcher (or with ``--with-mpi``) every rank runs the same session: only rank 0 prints
 and saves benchmarks; each test phase's outcome is exchanged on a private communicator so that a
 failure on any rank fails the test on all, and rank 0 shows it; a watchdog aborts the job when a test
-runs past its deadline. pytest-mpi, when installed, is told that MPI tests are enabled: this plugin
-decides which run and says why the others skip.
+runs past its deadline. All of this only in a session that opted in (usage.py: this repository's
+ini, ``-o hpcdemo=true``, or one of our options): there pytest-mpi, when installed, is told that MPI
+tests are enabled, and this plugin decides which run and says why the others skip. Elsewhere
+pytest-mpi's ``--with-mpi``, markers and ``mpi_tmp_path`` are exactly its own.
 
 Module-level imports: pytest and the standard library (``pytest_hpcdemo.mpi`` is stdlib-only).
 """
@@ -24,6 +26,7 @@ import pytest
 from .mpi_launch import launch_of, yield_when_idle
 from .optiontypes import positive_seconds
 from .session import under_xdist
+from .usage import has_pytest_mpi, in_use, opted_in
 
 if TYPE_CHECKING:  # the session module itself only under a launcher
     from .mpi import MpiBenchmark, MpiSession
@@ -31,14 +34,15 @@ if TYPE_CHECKING:  # the session module itself only under a launcher
 SESSION_KEY = pytest.StashKey["MpiSession | None"]()
 HOSTS_KEY = pytest.StashKey[list[tuple[str, int]]]()  # each rank's (host, usable cores)
 STDOUT_KEY = pytest.StashKey[Any]()  # rank > 0: sys.stdout while the terminal reporter is made
-DEFAULT_DEADLINE_S = 60.0
+DEFAULT_DEADLINE_S = 60.0  # for mpi_benchmark tests only, whose rounds --hpc-budget bounds
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("hpcdemo")
-    group.addoption("--mpi-deadline", type=positive_seconds, default=DEFAULT_DEADLINE_S, metavar="SECONDS",
+    group.addoption("--mpi-deadline", type=positive_seconds, default=None, metavar="SECONDS",
                     help="under MPI, a test running longer dumps every thread's stack and aborts the "
-                         "job; the marker mpi(deadline=S) overrides it (default: 60)")
+                         "job; the marker mpi(deadline=S) overrides it (default: none; 60 for "
+                         "mpi_benchmark tests)")
     if importlib.util.find_spec("pytest_mpi") is None:  # else pytest-mpi's own option, same meaning
         group.addoption("--with-mpi", action="store_true", default=False,
                         help="run as an MPI session under a launcher this plugin does not recognise")
@@ -50,7 +54,10 @@ def session_of(config: pytest.Config) -> MpiSession | None:
 
 def _start_session(config: pytest.Config) -> MpiSession | None:
     launch = launch_of(os.environ)
-    if launch is None and not getattr(config.option, "with_mpi", False):
+    with_mpi = getattr(config.option, "with_mpi", False)  # ours where pytest-mpi is not installed
+    if not opted_in(config) and not (with_mpi and not has_pytest_mpi(config)):
+        return None
+    if launch is None and not with_mpi:
         return None
     if under_xdist(config):  # a pytest-xdist worker of a rank is not a rank itself
         return None
@@ -64,7 +71,7 @@ def _start_session(config: pytest.Config) -> MpiSession | None:
 
     try:
         return MpiSession(launch.launcher if launch else "--with-mpi", oversubscribed,
-                          config.getoption("mpi_deadline"), config.option.basetemp)
+                          config.getoption("mpi_deadline") or DEFAULT_DEADLINE_S, config.option.basetemp)
     except ImportError:
         raise pytest.UsageError("an MPI launcher started this pytest but mpi4py is not installed: "
                                 "pip install 'pytest-hpcdemo[mpi]'") from None
@@ -72,7 +79,8 @@ def _start_session(config: pytest.Config) -> MpiSession | None:
 
 @pytest.hookimpl(tryfirst=True)  # before pytest's tmp_path factory and terminal reporter are made
 def pytest_configure(config: pytest.Config) -> None:
-    config.pluginmanager.register(SharedTmpPath(), "hpcdemo-mpi-tmp-path")
+    if opted_in(config) or not has_pytest_mpi(config):
+        config.pluginmanager.register(SharedTmpPath(), "hpcdemo-mpi-tmp-path")
     session = _start_session(config)
     config.stash[SESSION_KEY] = session
     if session is None:
@@ -120,7 +128,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     config = session.config
     if STDOUT_KEY in config.stash:
         sys.stdout = config.stash[STDOUT_KEY]
-    if hasattr(config.option, "with_mpi") and not getattr(config.option, "only_mpi", False):
+    only_mpi = getattr(config.option, "only_mpi", False)
+    if opted_in(config) and hasattr(config.option, "with_mpi") and not only_mpi:
         config.option.with_mpi = True  # pytest-mpi: MPI tests are enabled; this plugin skips with reasons
     benchmarks = getattr(config, "_benchmarksession", None)
     mpi = session_of(config)
@@ -146,6 +155,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """MPI tests that cannot run get a skip marker with the reason (pytest-mpi's is never added:
     it is told MPI tests are enabled)."""
+    from .markers import mpi_marker_is_ours
+
+    if not in_use(config) or not mpi_marker_is_ours(config):
+        return
     marked = [(item, marker) for item in items if (marker := item.get_closest_marker("mpi"))]
     if not marked:
         return
@@ -168,11 +181,16 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             raise pytest.UsageError(*[mismatch] if mismatch else [])
 
 
-def _deadline(item: pytest.Item) -> float:
+def _deadline(item: pytest.Item) -> float | None:
+    """The marker's deadline, else --mpi-deadline, else the default for an ``mpi_benchmark`` test;
+    None (no deadline) for any other test, so that a long test of a user's is never aborted."""
     marker = item.get_closest_marker("mpi")
     value = marker.kwargs.get("deadline") if marker else None
     if value is None:
-        return float(item.config.getoption("mpi_deadline"))
+        option = item.config.getoption("mpi_deadline")
+        if option is not None:
+            return float(option)
+        return DEFAULT_DEADLINE_S if "mpi_benchmark" in getattr(item, "fixturenames", ()) else None
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise pytest.UsageError(f"@pytest.mark.mpi(deadline=...) takes seconds > 0, got {value!r}")
     return float(value)
@@ -184,6 +202,8 @@ def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object
     if mpi is None:
         return (yield)
     seconds = _deadline(item)
+    if seconds is None:
+        return (yield)
     with mpi.watchdog.armed(seconds, f"{item.nodeid} ran past its deadline of {seconds:g} s "
                                      "(--mpi-deadline, or the marker mpi(deadline=S))"):
         return (yield)

@@ -15,6 +15,8 @@ import sys
 
 import pytest
 
+from .markers import marker
+
 LAYER_VAR = "NUMBA_THREADING_LAYER"
 FORK_SAFE_LAYER = "forksafe"
 # Layers that are, or may pick, GNU OpenMP: Numba's "default" tries tbb, then omp.
@@ -45,7 +47,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    if item.get_closest_marker("numba"):
+    if marker(item, "numba"):
         reason = fork_trap_reason(item.config.getoption("hpc_start_method"),
                                   os.environ.get(LAYER_VAR, "default"))
         if reason:

@@ -1,14 +1,19 @@
-"""pytest hooks only: options, markers, report header, skips, the claim summary, machine_info."""
+"""pytest hooks only: options, markers, report header, skips, the claim summary, machine_info.
+
+A session that does not use the plugin (usage.py) gets none of it: after collection the plugin and
+its chapter modules unregister themselves, so that its tests run as without them.
+"""
 
 from __future__ import annotations
 
 import importlib
 import os
+import sys
 from collections.abc import Generator
 
 import pytest
 
-from .markers import MARKERS
+from . import markers, usage
 from .optiontypes import number, positive_seconds
 from .session import OPTIONS_KEY, STRICT_KEY, Options, claim_log, hardware_of, has_claims, under_xdist
 
@@ -40,6 +45,7 @@ DEFAULT_START_METHOD = "forkserver" if os.name == "posix" else "spawn"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini(usage.INI_NAME, usage.INI_HELP, type="bool", default=False)
     group = parser.getgroup("hpcdemo", "measured claims of the Python HPC guide")
     group.addoption("--hpc-budget", type=positive_seconds, default=3.0, metavar="SECONDS",
                     help="measurement time a claim gets before an undecided one is extended (3x at most) "
@@ -58,8 +64,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    for line in MARKERS.values():
-        config.addinivalue_line("markers", line)
+    markers.register(config)
+    usage.opted_in(config)  # decided now, before the chapters ask
     config.stash[OPTIONS_KEY] = Options(
         budget_s=config.getoption("hpc_budget"),
         confidence=config.getoption("hpc_confidence"),
@@ -70,10 +76,16 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 
-def pytest_report_header(config: pytest.Config) -> list[str]:
+def _header(config: pytest.Config) -> list[str]:
     from .report import header_lines
 
     return header_lines(hardware_of(config), config.getoption("hpc_start_method"))
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """The machine, at the start of a session that opted in; otherwise after collection, and only
+    when a test uses the plugin."""
+    return _header(config) if usage.opted_in(config) else []
 
 
 # A test that takes one of these fixtures measures time: it is a timing test, marked or not.
@@ -81,17 +93,40 @@ TIMING_FIXTURES = frozenset({"speedup", "gpu_benchmark", "mpi_benchmark"})
 CLAIM_FIXTURES = TIMING_FIXTURES | {"claim"}  # a test that takes one is on the claim summary
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def _step_aside(config: pytest.Config) -> None:
+    """Unregister this plugin and its chapter modules (their fixtures stay defined): nothing of
+    ours runs in the tests of a session that does not use us."""
+    manager = config.pluginmanager
+    for name in CHAPTER_PLUGINS:
+        plugin = manager.get_plugin(f"hpcdemo.{name}")
+        if plugin is not None and name != "fixtures":
+            manager.unregister(plugin)
+    manager.unregister(sys.modules[__name__])
+
+
+@pytest.hookimpl(tryfirst=True)  # before the chapters' hooks, which ask usage.in_use
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    opted_in = usage.opted_in(config)
+    names = markers.decide_names(config, opted_in)
+    used = opted_in or usage.any_item_uses_us(items, names)
+    config.stash[usage.IN_USE_KEY] = used
+    if not used:
+        _step_aside(config)
+        return
     for item in items:
-        if not TIMING_FIXTURES.isdisjoint(getattr(item, "fixturenames", ())) and \
-                not item.get_closest_marker("timing"):
-            item.add_marker(pytest.mark.timing)
+        if not TIMING_FIXTURES.isdisjoint(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.hpc_timing)
+
+
+@pytest.hookimpl(tryfirst=True)  # the machine first, then the chapters' lines
+def pytest_report_collectionfinish(config: pytest.Config) -> list[str]:
+    return [] if usage.opted_in(config) else _header(config)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    from .markers import skip_reason
-
-    reason = skip_reason(item, hardware_of(item.config), under_xdist(item.config))
+    if not markers.needs(item):
+        return
+    reason = markers.skip_reason(item, hardware_of(item.config), under_xdist(item.config))
     if reason:
         pytest.skip(reason)
 

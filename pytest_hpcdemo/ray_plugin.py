@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from .markers import marker
 from .session import hardware_of, under_xdist
+from .usage import in_use
 
 if TYPE_CHECKING:
     from .ray_cluster import RayCluster
@@ -48,15 +50,17 @@ def cluster_of(config: pytest.Config) -> RayCluster:
     return cluster
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not in_use(config):
+        return
     for item in items:
         callspec = getattr(item, "callspec", None)
         if callspec is not None and callspec.params.get("executor_backend") == "ray":
-            item.add_marker(pytest.mark.ray)
+            item.add_marker(pytest.mark.hpc_ray)
 
 
 def _uses_ray(item: pytest.Item) -> bool:
-    return item.get_closest_marker("ray") is not None or "ray_cluster" in getattr(item, "fixturenames", ())
+    return marker(item, "ray") is not None or "ray_cluster" in getattr(item, "fixturenames", ())
 
 
 @pytest.hookimpl(tryfirst=True)  # before the terminal reporter's, which asks for the lines below
@@ -90,7 +94,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         return
     if under_xdist(item.config) and _address(item.config) is None:
         pytest.skip(XDIST_REASON)
-    if item.get_closest_marker("ray") and hardware_of(item.config).ray is not None:
+    if marker(item, "ray") and hardware_of(item.config).ray is not None:
         cluster_of(item.config)
 
 

@@ -10,6 +10,9 @@ import math
 import time
 from types import SimpleNamespace
 
+# Imported at collection, before any in-process pytester session: a session that imports NumPy
+# first would have it dropped from sys.modules afterwards, and NumPy cannot be loaded twice.
+import numpy
 import pytest
 
 from pytest_hpcdemo import gpu, hardware, measure
@@ -57,7 +60,6 @@ def test_device_clock_without_a_device_is_the_host_clock() -> None:
 
 
 def test_synchronizer_comes_from_the_array_module() -> None:
-    import numpy
 
     device = StandInDevice()
     runtime = SimpleNamespace(deviceSynchronize=device.synchronize)
@@ -129,7 +131,6 @@ def test_crossover_rejects_bad_input() -> None:
 
 
 def test_to_numpy_and_bandwidth() -> None:
-    import numpy
 
     a = numpy.arange(3)
     assert gpu.to_numpy(numpy, a) is a
@@ -280,7 +281,7 @@ def test_cuda_line_after_collection_when_a_gpu_is_usable(pytester: pytest.Pytest
     runtime = CudaRuntime(13000, 13020, (CudaDevice("NVIDIA H100 80GB HBM3", "9.0", 85_029_158_912),))
     machine(H100, runtime)
     pytester.makepyfile("import pytest\n@pytest.mark.gpu\ndef test_g(): pass\n")
-    result = pytester.runpytest("--collect-only")
+    result = pytester.runpytest("--collect-only", "-o", "hpcdemo=true")  # opted in: the header first
     result.stdout.fnmatch_lines([
         "hpcdemo: gpu: cupy 14.2.0, NVIDIA driver 580.82.07: NVIDIA H100 80GB HBM3 (81559 MiB, "
         "compute capability 9.0)",
@@ -387,6 +388,7 @@ def test_launch(gpu_benchmark, xp):
 
 def test_gpu_benchmark_is_timing_sensitive(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(STAND_IN_CONFTEST)
-    pytester.makepyfile("def test_t(gpu_benchmark, xp, request):\n"
-                        "    assert request.node.get_closest_marker('timing')\n")
+    pytester.makepyfile("from pytest_hpcdemo.markers import marker\n"
+                        "def test_t(gpu_benchmark, xp, request):\n"
+                        "    assert marker(request.node, 'timing')\n")
     pytester.runpytest("-p", "no:xdist").assert_outcomes(passed=1)

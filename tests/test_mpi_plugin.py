@@ -55,6 +55,7 @@ def mpirun(pytester: pytest.Pytester, n: int, *args: str) -> Launch:
            if not k.startswith(("PMI_", "PMIX_", "OMPI_", "MPI_LOCAL", "HYDRA_"))}
     start = time.monotonic()
     command = [str(MPIRUN), "-n", str(n), sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+               "-o", "hpcdemo=true",  # opted in, as this repository's ini is: our MPI session
                f"--basetemp={pytester.path / 'basetemp'}", *args]  # an aborted job's files stay in here
     proc = subprocess.run(command, cwd=pytester.path, env=env, capture_output=True, text=True,
                           timeout=LAUNCH_TIMEOUT_S)
@@ -217,7 +218,7 @@ def test_one_rank(comm):
 def test_two_ranks(comm):
     pass
 """)
-    result = pytester.runpytest_subprocess("-rs")
+    result = pytester.runpytest_subprocess("-rs", "-o", "hpcdemo=true")  # opted in, as this repository is
     result.assert_outcomes(passed=1, skipped=1)
     result.stdout.fnmatch_lines(["*needs 2 MPI ranks, this run has 1: run: mpirun -n 2 pytest -m mpi*"])
     result.stdout.no_fnmatch_line("*need --with-mpi*")
@@ -225,6 +226,6 @@ def test_two_ranks(comm):
 
 def test_bad_deadline_is_a_usage_error(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("import pytest\n@pytest.mark.mpi(deadline=0)\ndef test_d(): pass\n")
-    result = pytester.runpytest()
+    result = pytester.runpytest("-o", "hpcdemo=true")  # opted in: mpi is ours beside pytest-mpi
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*mpi(deadline=...) takes seconds > 0, got 0*"])

@@ -95,7 +95,7 @@ def test_header_reports_the_configured_layer(pytester: pytest.Pytester,
     fake = dataclasses.replace(hardware.detect("forkserver"), numba="0.68.1", numba_threading_layer="tbb")
     monkeypatch.setattr(hardware, "detect_cached", lambda start_method=None: fake)
     pytester.makepyfile("def test_a(): pass\n")
-    pytester.runpytest("-p", "no:xdist").stdout.fnmatch_lines(
+    pytester.runpytest("-p", "no:xdist", "-o", "hpcdemo=true").stdout.fnmatch_lines(  # opted in: the header
         ["hpcdemo: numba 0.68.1, threading layer tbb configured (the layer used goes to machine_info*"])
 
 

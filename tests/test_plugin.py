@@ -91,11 +91,15 @@ def test_bad_marker_argument_is_a_usage_error(pytester: pytest.Pytester) -> None
     result.stdout.fnmatch_lines(["*cores(n=...) takes a whole number >= 1, got 0*"])
 
 
+# A session that opted in (the ini's hpcdemo = true, as in this repository) has the header at the start.
+OPT_IN = ("-o", "hpcdemo=true")
+
+
 def test_header_has_one_line_per_backend(pytester: pytest.Pytester, fake_hardware) -> None:
     fake_hardware(numba=None, gpu=hardware.GpuInfo(None, None), ray="2.60.0", ray_address=None,
                   free_threaded_build=False, gil_enabled=True)
     pytester.makepyfile("def test_a(): pass\n")
-    result = pytester.runpytest()
+    result = pytester.runpytest(*OPT_IN)
     result.stdout.fnmatch_lines([
         "hpcdemo: * usable cores of * (affinity *); Python *, GIL enabled; process start method forkserver",
         "hpcdemo: numpy *",
@@ -109,7 +113,7 @@ def test_header_has_one_line_per_backend(pytester: pytest.Pytester, fake_hardwar
 def test_header_says_when_the_gil_is_off(pytester: pytest.Pytester, fake_hardware) -> None:
     fake_hardware(free_threaded_build=True, gil_enabled=False)
     pytester.makepyfile("def test_a(): pass\n")
-    pytester.runpytest().stdout.fnmatch_lines(["*GIL disabled (free-threaded)*"])
+    pytester.runpytest(*OPT_IN).stdout.fnmatch_lines(["*GIL disabled (free-threaded)*"])
 
 
 @pytest.mark.parametrize(
