@@ -130,14 +130,6 @@ def test_most_series_not_compared_fails_under_strict(pytester: pytest.Pytester) 
     assert plain.ret == 0
     plain.stdout.fnmatch_lines(["gate: passed: 4 not compared",
                                 "WARNING: MOST SERIES WERE NOT COMPARED (4 of 4)*"])
-    # --hpc-strict is the verdicts' option (plugin.py); defined here only where it is not yet.
-    pytester.makeconftest("""
-def pytest_addoption(parser):
-    try:
-        parser.addoption("--hpc-strict", action="store_true", dest="hpc_strict")
-    except ValueError:
-        pass
-""")
     strict = pytester.runpytest_subprocess(*RUN, "--hpc-strict")
     assert strict.ret == pytest.ExitCode.TESTS_FAILED
     strict.stdout.fnmatch_lines(["--hpc-strict: most series were not compared: the gate fails"])
