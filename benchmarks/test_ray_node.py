@@ -13,29 +13,22 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+from test_scaling import (
+    CPU_TASK,
+    SHARE,
+    pytest_generate_tests,  # noqa: F401 (the same points: 1, 2, 4, ... usable cores)
+    python_share,
+)
 
 from pytest_hpcdemo import memory, scaling, workloads
-from pytest_hpcdemo.session import hardware_of
 
 if TYPE_CHECKING:
     from pytest_hpcdemo.ray_cluster import RayCluster
 
 pytestmark = pytest.mark.ray
 
-CPU_TASK, SHARE = 750_000, 2  # as in test_scaling.py: ~0.05 s tasks, two per worker
 RAY_TIMEOUT = 120.0
 ARRAY_BYTES = 64 * memory.MIB  # as in test_memory.py: each copy its own mapping
-
-
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "workers" in metafunc.fixturenames:
-        counts = scaling.points(hardware_of(metafunc.config).usable_cores)
-        metafunc.parametrize("workers", counts, ids=[f"x{n}" for n in counts])
-
-
-def python_share() -> None:
-    for _ in range(SHARE):
-        workloads.cpu_bound(CPU_TASK)
 
 
 def test_ray_get_of_a_put_array_adds_no_copy(ray_cluster: RayCluster, claim) -> None:
