@@ -180,7 +180,8 @@ def run_faulted(pytester: pytest.Pytester, command: list[str], signum: int | Non
 
 
 def pytest_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args]
+    # Opted in (as this repository's ini is): a session that uses nothing of ours gets no handler.
+    return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-o", "hpcdemo=true", *args]
 
 
 def mpirun_command(n: int, *args: str) -> list[str]:
@@ -296,7 +297,10 @@ def test_signal_to_mpirun_ends_every_rank_within_seconds(pytester: pytest.Pytest
     run = run_faulted(pytester, mpirun_command(2, "-q"), signum)
     name = signal.Signals(signum).name
     assert run.ret == pytest.ExitCode.INTERRUPTED, run.out
-    assert f"hpcdemo: rank 1 of 2: the run was interrupted ({name} on this rank)" in run.out
+    # Which rank says it first depends on who aborts first: the rank blocked in the Barrier (when its
+    # test has a deadline, its watchdog is armed) or rank 0, whose session-end exchange is cut to 3 s.
+    said = rf"hpcdemo: rank [01] of 2: the run was interrupted \({name} on this rank\)"
+    assert re.search(said, run.out), run.out
     assert "past its deadline" not in run.out and "ended first" not in run.out
     assert run.seconds < 10, f"took {run.seconds:.1f} s to end"
     run.assert_nothing_left()
