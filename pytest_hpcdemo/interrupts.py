@@ -28,6 +28,8 @@ from typing import Any
 
 import pytest
 
+from . import usage
+
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 INTERRUPTS_KEY = pytest.StashKey["Interrupts"]()
 
@@ -88,10 +90,23 @@ class Interrupts:
         return f"hpcdemo: interrupted by {names}; multiprocessing children (pool workers) killed: {killed}"
 
 
-def pytest_configure(config: pytest.Config) -> None:
+def _install(config: pytest.Config) -> None:
     interrupts = Interrupts()
     if interrupts.install():
         config.stash[INTERRUPTS_KEY] = interrupts
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """At once in a session that opted in; a session that only uses our fixtures or markers gets the
+    handler after collection, and one that uses nothing of ours never does (a good guest)."""
+    if usage.opted_in(config):
+        _install(config)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Called only while this module is registered: the session uses us (else it stepped aside)."""
+    if INTERRUPTS_KEY not in session.config.stash:
+        _install(session.config)
 
 
 @pytest.hookimpl(trylast=True)  # after the other plugins' unconfigure, which may still be interrupted

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from . import usage
 from .session import hardware_of, options_of
 
 if TYPE_CHECKING:
@@ -29,11 +30,21 @@ def demand_line(config: pytest.Config) -> str:
     return f"hpcdemo: threads: {demand.line()}{note}"
 
 
-@pytest.hookimpl(tryfirst=True)  # pytest shows the lines of earlier hooks last: after the core header
-def pytest_report_header(config: pytest.Config) -> list[str]:
+def node_lines(config: pytest.Config) -> list[str]:
     from .fingerprint import fingerprint, line
 
     return [f"hpcdemo: node: {line(fingerprint())}", demand_line(config)]
+
+
+@pytest.hookimpl(tryfirst=True)  # pytest shows the lines of earlier hooks last: after the core header
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """The node's lines at the start of a session that opted in (as plugin.py's header)."""
+    return node_lines(config) if usage.opted_in(config) else []
+
+
+def pytest_report_collectionfinish(config: pytest.Config) -> list[str]:
+    """Otherwise after collection, only in a session that uses us (else this module stepped aside)."""
+    return [] if usage.opted_in(config) else node_lines(config)
 
 
 @pytest.fixture(scope="session")
