@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import multiprocessing
 import time
 from typing import Any
@@ -16,9 +17,18 @@ pytestmark = pytest.mark.skipif(not memory.supported(), reason="needs Linux's /p
 MIB = memory.MIB
 
 
+def touched(mib: int) -> mmap.mmap:
+    """``mib`` MiB of anonymous memory, every page written (so resident), straight from the kernel:
+    the recorder is under test, not the allocator (the free-threaded build's mimalloc keeps freed
+    memory resident, and hands out zeroed pages that are not resident until written)."""
+    block = mmap.mmap(-1, mib * MIB, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    for offset in range(0, mib * MIB, mmap.PAGESIZE):
+        block[offset] = 1
+    return block
+
+
 def allocate(mib: int) -> None:
-    block = bytearray(mib * MIB)  # zero-filled: every page touched
-    del block
+    touched(mib).close()
 
 
 def child_allocates(mib: int) -> None:
@@ -32,11 +42,11 @@ def child_allocates(mib: int) -> None:
 
 
 def _hold(mib: int, ready: Any) -> None:
-    block = bytearray(mib * MIB)
+    block = touched(mib)
     time.sleep(0.3)
     ready.set()
     time.sleep(0.2)
-    del block
+    block.close()
 
 
 def test_peaks_are_reset_between_calls_and_told_apart_by_side() -> None:
@@ -72,9 +82,9 @@ def test_a_child_that_ends_inside_the_call_is_not_seen() -> None:
 
 def test_anonymous_bytes_grow_with_a_private_copy() -> None:
     before = memory.anonymous_bytes()
-    block = bytearray(50 * MIB)
+    block = touched(50)
     after = memory.anonymous_bytes()
-    del block
+    block.close()
     assert before is not None and after is not None
     assert 45 * MIB <= after - before <= 60 * MIB
 
