@@ -68,12 +68,6 @@ def _affinity() -> set[int]:
         return set(range(os.cpu_count() or 1))
 
 
-def usable_physical_cores() -> int:
-    """Physical cores among the CPUs this process may run on."""
-    cpus = _affinity()
-    return max(1, len(physical_core_ids(_topology(cpus), cpus)))
-
-
 def numa_nodes(listing: Iterable[str]) -> int:
     return sum(1 for name in listing if name.startswith("node") and name[4:].isdigit()) or 1
 

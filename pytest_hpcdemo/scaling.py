@@ -196,14 +196,8 @@ def amdahl_fit(points_: Sequence[tuple[int, float, float, float]]) -> AmdahlFit 
 
 
 def physical_cores(hardware: Hardware) -> int:
-    """Physical cores among the usable ones (``Hardware.physical_cores`` once it has it, else
-    counted from /sys here)."""
-    known = getattr(hardware, "physical_cores", None)
-    if known:
-        return int(known)
-    from .fingerprint import usable_physical_cores
-
-    return min(hardware.usable_cores, usable_physical_cores())
+    """Physical cores among the usable ones (the usable count where topology was not detected)."""
+    return min(hardware.usable_cores, hardware.physical_cores or hardware.usable_cores)
 
 
 def claims_at(work: PointWork, physical: int, scales: bool = True) -> list[Claim]:
