@@ -41,6 +41,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--both", action="store_true", help="fail on significant improvements too")
     c.add_argument("--busy", type=float, default=gate.DEFAULT_BUSY_LOAD, metavar="CORES",
                    help="do not compare times taken while other processes used more than CORES cores")
+    c.add_argument("--force", action="store_true",
+                   help="compare even when the runs' parallel stacks differ in what changes results "
+                        "(CPU model, cores, BLAS threads, MPI, Python, ...); the report says so")
     c.add_argument("-v", "--verbose", action="store_true", help="list unchanged series too")
     continuous.add_parser(commands)
     return p
@@ -73,7 +76,7 @@ def compare(args: argparse.Namespace) -> int:
     if len(runs) < 2:
         print("one run only: nothing to compare")
         return 0
-    result = gate.compare(runs[-2], runs[-1], thresholds, runs[:-1])
+    result = gate.compare(runs[-2], runs[-1], thresholds, runs[:-1], force=args.force)
     for line in result.lines(verbose=args.verbose):
         print(line)
     return 1 if result.failed else 0

@@ -12,6 +12,7 @@ from . import measure, memory
 from .hardware import Hardware
 from .memory import PeakMemory
 from .oversubscription import claim_reason
+from .progress import Progress
 from .report import ClaimLog
 
 
@@ -59,12 +60,13 @@ class SpeedupMeter:
     """Measures a candidate against a baseline, records the figures, and asserts the claims."""
 
     def __init__(self, nodeid: str, hardware: Hardware, settings: measure.Settings, benchmark: Any,
-                 log: ClaimLog) -> None:
+                 log: ClaimLog, progress: Callable[[str], Progress] | None = None) -> None:
         self.nodeid = nodeid
         self.hardware = hardware
         self.settings = settings
         self.benchmark = benchmark
         self.log = log
+        self.progress = progress  # a claim's name -> what shows its measurement's progress
         self.memory: dict[str, PeakMemory] = {}  # each claim's peak resident memory, by name
 
     def measure(
@@ -87,11 +89,16 @@ class SpeedupMeter:
         (the GPU chapter's device clock)."""
         settings = replace(self.settings, budget_s=self.settings.budget_s * budget_factor)
         peaks = self.memory[name] = PeakMemory(baseline, candidate)
-        return measure.measure(
-            name, baseline, candidate, claims,
-            cores_needed=cores_needed, usable_cores=self.hardware.usable_cores, settings=settings,
-            run=peaks.wrap(run), same_work=same_work, repeats=repeats,
-        )
+        shown = self.progress(name) if self.progress is not None else None
+        try:
+            return measure.measure(
+                name, baseline, candidate, claims,
+                cores_needed=cores_needed, usable_cores=self.hardware.usable_cores, settings=settings,
+                run=peaks.wrap(run), same_work=same_work, repeats=repeats, progress=shown,
+            )
+        finally:
+            if shown is not None:
+                shown.close()
 
     def record(self, m: measure.Measurement) -> None:
         """The candidate's samples become the test's benchmark entry; the figures go in extra_info."""

@@ -19,6 +19,8 @@ alternates, so drift cancels in the ratio. The change of a series is the geometr
 ratios, with a t-interval; all series are judged together (Benjamini-Hochberg over the paired
 t-tests' p-values, gate_stats.py), and a series fails when its change is significant and larger
 than the minimum effect, the claim's own way round (times: lower is better; ``at_least``: higher).
+A claim's memory (each side's median peak RSS growth, gate.py) is paired the same way, lower is
+better, and fails only when it also moved by more than an allocator arena (1 MiB).
 
 Exit status: 0 no regression, 1 a regression, 2 a bad argument (or a session that could not run).
 """
@@ -150,7 +152,9 @@ def compare_sessions(pairs: Sequence[SessionPair], min_effect: float = DEFAULT_M
     for i, q in zip(compared, adjusted([judged[i].test.p_value for i in compared]), strict=True):
         c = judged[i]
         outcome = Outcome.UNCHANGED
-        if q < alpha and abs(c.test.change) > min_effect:
+        # Memory: a change of no more than an allocator arena is never a regression (gate.ARENA_BYTES).
+        moved = c.kind != gate.MEMORY or abs(c.head - c.base) > gate.ARENA_BYTES
+        if q < alpha and abs(c.test.change) > min_effect and moved:
             worse = c.test.change < 0 if c.higher_is_better else c.test.change > 0
             outcome = Outcome.REGRESSED if worse else Outcome.IMPROVED
         judged[i] = PairedChange(c.key, c.kind, c.higher_is_better, c.base, c.head, c.test, outcome, q,

@@ -4,8 +4,26 @@ MPI library, the GIL state.
 
 Read from /proc and /sys and from what is already imported (NumPy's BLAS through threadpoolctl only
 when NumPy is loaded; mpi4py's library version only when MPI is initialised), so that taking it
-never starts a backend. :data:`RESULT_FIELDS` names the fields that change results: a comparison
-across runs that differ in one of those compares different machines.
+never starts a backend.
+
+Which fields change results, and so stop a history comparison (``gate.compare`` refuses unless
+forced, as asv refuses to compare results of different machines or environments):
+
+* ``cpu_model``: the clock, caches and memory bandwidth per core; a ratio's ceiling moves with them
+  (another node of the same model is the same machine: only absolute times are withheld then);
+* ``physical_cores``, ``logical_cores``, ``usable_cpus``, ``usable_physical_cores``, ``smt``,
+  ``numa_nodes``: every scaling claim's floor and ideal, and where a pool's workers land;
+* ``blas_threads``: a NumPy call's own parallelism, so every claim that times NumPy in threads or
+  processes (and their oversubscription);
+* ``numba_threading_layer``: what ``prange`` runs on (omp, tbb, workqueue scale differently);
+* ``mpi_library``, ``mpi_transport``: latency and bandwidth of every MPI claim;
+* ``gil_enabled``: whether threads run Python in parallel at all;
+* ``python``: implementation and minor version (the interpreter's speed and its memory).
+
+Noted but compared (:data:`NOTED_FIELDS`): the frequency ``governor`` (a policy that may explain a
+change in times) and the BLAS libraries' versions. Everything else (readings such as the current
+frequency, the host name) is ignored. A field one run does not know (``None``: NumPy was not
+loaded, no Numba parallel function ran) is no difference.
 """
 
 from __future__ import annotations
@@ -21,10 +39,16 @@ from .hardware import gil_state, numba_threading_layer_used, package_version
 SYS_CPU = Path("/sys/devices/system/cpu")
 SYS_NODE = Path("/sys/devices/system/node")
 
-# Fields whose change makes two runs' figures incomparable (a gate should refuse); the rest only
-# explain a difference (a gate should warn).
-RESULT_FIELDS = ("cpu_model", "physical_cores", "logical_cores", "smt", "numa_nodes", "gil_enabled",
-                 "blas_threads", "numba_threading_layer", "mpi_library")
+# Fields whose change makes two runs' figures incomparable (the gate refuses unless forced), and
+# fields that only may explain a difference (the gate notes them); see the module's docstring.
+RESULT_FIELDS = ("cpu_model", "physical_cores", "logical_cores", "usable_cpus", "usable_physical_cores",
+                 "smt", "numa_nodes", "gil_enabled", "blas_threads", "numba_threading_layer", "mpi_library",
+                 "mpi_transport", "python")
+NOTED_FIELDS = ("governor", "blas")
+# Environment variables that choose an MPI library's transport (MPICH's netmod, UCX's, libfabric's
+# provider, Open MPI's PML and BTLs): the same library over another transport is another network.
+MPI_TRANSPORT_VARIABLES = ("MPIR_CVAR_CH4_NETMOD", "MPIR_CVAR_CH3_NETMOD", "UCX_TLS", "UCX_NET_DEVICES",
+                           "FI_PROVIDER", "OMPI_MCA_pml", "OMPI_MCA_btl", "OMPI_MCA_mtl")
 
 
 def _read(path: Path) -> str | None:
@@ -89,6 +113,21 @@ def _mpi_library() -> str | None:
     return f"MPICH {mpich} (the mpich wheel)" if mpich else None
 
 
+def mpi_transport(environ: Mapping[str, str]) -> str:
+    """The transport choices made in the environment, or "library default"."""
+    chosen = [f"{k}={environ[k]}" for k in MPI_TRANSPORT_VARIABLES if environ.get(k)]
+    return " ".join(chosen) or "library default"
+
+
+def python() -> str:
+    """Implementation and minor version (``CPython 3.13``); the free-threaded build says so."""
+    import platform
+    import sysconfig
+
+    threaded = "t" if sysconfig.get_config_var("Py_GIL_DISABLED") else ""
+    return f"{platform.python_implementation()} {sys.version_info[0]}.{sys.version_info[1]}{threaded}"
+
+
 def fingerprint() -> dict[str, Any]:
     """The parallel stack of this process, as plain JSON types."""
     cpus = sorted(_affinity())
@@ -113,7 +152,9 @@ def fingerprint() -> dict[str, Any]:
         "blas_threads": max((int(p["num_threads"]) for p in blas if p.get("num_threads")), default=None),
         "numba_threading_layer": numba_threading_layer_used() or os.environ.get("NUMBA_THREADING_LAYER"),
         "mpi_library": _mpi_library(),
+        "mpi_transport": mpi_transport(os.environ),
         "gil_enabled": gil_enabled,
+        "python": python(),
     }
 
 
@@ -128,6 +169,13 @@ def line(fp: Mapping[str, Any]) -> str:
 
 
 def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[list[str], list[str]]:
-    """(fields that change results, other fields) that differ between two fingerprints."""
-    changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-    return [k for k in changed if k in RESULT_FIELDS], [k for k in changed if k not in RESULT_FIELDS]
+    """(fields that change results, noted fields) that differ between two fingerprints, each as
+    ``field 'old' vs 'new'``; fields either run does not know, and ignored fields, are left out."""
+    def differ(k: str) -> bool:
+        return old.get(k) is not None and new.get(k) is not None and old.get(k) != new.get(k)
+
+    def shown(k: str) -> str:
+        return f"{k} {old.get(k)!r} vs {new.get(k)!r}"
+
+    return ([shown(k) for k in RESULT_FIELDS if differ(k)],
+            [shown(k) for k in NOTED_FIELDS if differ(k)])

@@ -39,11 +39,15 @@ def hardware(pytestconfig: pytest.Config) -> Hardware:
 def speedup(request: pytest.FixtureRequest, hardware: Hardware, benchmark: Any) -> SpeedupMeter:
     """``speedup(baseline, candidate, claims, cores_needed=n)``: an interleaved measurement whose
     verdict is asserted (fails) or turned into a skip with the figures (inconclusive)."""
+    from functools import partial
+
     from .claims import SpeedupMeter
+    from .progress import Progress
 
     open_claim(request)
     return SpeedupMeter(request.node.nodeid, hardware, options_of(request.config).measure_settings,
-                        benchmark, claim_log(request.config))
+                        benchmark, claim_log(request.config),
+                        partial(Progress, request.config, request.node.nodeid))
 
 
 @pytest.fixture

@@ -8,7 +8,12 @@ A history file is pytest-benchmark's own JSON (``--benchmark-autosave``/``--benc
 * **claims**: for every claim of a timing measurement (``extra_info["claims"][name]["claims"]``,
   e.g. ``speedup >= 1.35`` or ``parallelism <= 1.2``), the claim's own metric round by round, gated
   the claim's way round: higher is better for ``at_least`` (``>=``), lower for ``at_most`` (``<=``).
-  Ratios travel across machines of the same hardware shape.
+  Ratios travel across machines of the same hardware shape;
+* **memory**: for every claim, each side's (baseline and candidate) growth of the process tree's
+  peak resident memory over what it held when the call began, call by call (memory.py), lower is
+  better. It fails as a time does (significant over the family, larger than the minimum effect)
+  and only when it moved by more than :func:`memory_floor` (an allocator arena, or the baseline
+  run's own call-to-call range when wider); other processes' CPU load does not make it "busy".
 
 A change fails the gate only when it is both larger than a minimum effect (relative change of the
 median, default 5%) *and* significant: a two-sided Mann-Whitney U test on the raw samples, every
@@ -24,7 +29,10 @@ Times taken while other processes took more than ``busy_load`` cores are not com
 benchmark itself used next to no CPU (a sleep or an I/O wait does not compete for cores).
 Improvements fail only when both directions are gated (a "faster" result can mean a stale
 baseline). Runs from different hardware (usable cores, GIL state, GPUs, MPI world size) are
-refused; runs from a different machine of the same shape gate their ratios only, and say so.
+refused, and so are runs whose parallel stack differs in a field that changes results (CPU model,
+cores, SMT, NUMA, BLAS threads, Numba's threading layer, MPI library or transport, Python:
+fingerprint.py) unless forced, when the report says so; runs from a different machine of the same
+shape gate their ratios and memory only, and say so.
 
 No pytest imports here: the ``compare`` command uses this module without running a suite.
 """
@@ -58,8 +66,16 @@ DEFAULT_BUSY_LOAD = 0.5
 IDLE_CPU = 0.1
 TIMINGS = "raw timings (stats.data)"
 MISSING_TIMINGS = f"no {TIMINGS} saved"
+# A claim's memory, per side: each call's growth of the process tree's peak resident memory over what
+# the tree held when the call began (memory.py), lower is better.
+MEMORY = "rss_growth"
+MEMORY_SIDES = ("baseline", "candidate")
+# A memory change smaller than this is never a regression, however significant: CPython's
+# allocator takes memory from the system in arenas of 1 MiB (3.10+), so an allocation pattern that
+# did not change can still hold one arena more or less from one session to the next.
+ARENA_BYTES = 2**20
 METRIC_WORDS = {"time": "median time", "speedup": "median speedup", "cpu_speedup": "median CPU speedup",
-                "parallelism": "median parallelism"}
+                "parallelism": "median parallelism", MEMORY: "median peak RSS growth"}
 
 
 class HistoryError(Exception):
@@ -165,10 +181,14 @@ class Change:
     drift: float = 0.0  # the drift between earlier sessions' medians, when it raised the bar
     q_value: float = math.nan  # p adjusted over the run's family of compared series
     family: int = 1  # compared series judged together
+    floor_bytes: float = 0.0  # memory: the least change in bytes that can fail (memory_floor)
 
     def _drift(self) -> str:
         raised = self.drift > self.thresholds.min_effect
-        return f", raised to the history's drift {self.drift:.0%}" if raised else ""
+        text = f", raised to the history's drift {self.drift:.0%}" if raised else ""
+        if self.series.kind == MEMORY:
+            text += f", and at least {self.floor_bytes / 2**20:.1f} MiB (memory_floor)"
+        return text
 
     @property
     def compared(self) -> bool:
@@ -184,7 +204,9 @@ class Change:
         t = self.thresholds
         outcome = Outcome.UNCHANGED
         bar = max(t.min_effect, self.drift)
-        if q_value < t.alpha and abs(self.change) > bar:
+        moved = self.baseline is None or self.series.kind != MEMORY or \
+            abs(self.series.median - self.baseline.median) > self.floor_bytes
+        if q_value < t.alpha and abs(self.change) > bar and moved:
             worse = self.change < 0 if self.series.higher_is_better else self.change > 0
             outcome = Outcome.REGRESSED if worse else Outcome.IMPROVED
         return replace(self, outcome=outcome, q_value=q_value, family=family)
@@ -206,12 +228,15 @@ class Change:
         family = f", q={self.q_value:.2g} over {self.family} series" if self.family > 1 else ""
         return (f"{self.outcome.value.upper():<13} {s.key}: {what} {_fmt(self.baseline.median, s.kind)} -> "
                 f"{_fmt(s.median, s.kind)} ({self.change:+.1%}, p={self.p_value:.2g}{family}, "
-                f"detectable {self.detectable:.0%}, {len(self.baseline.samples)} vs {len(s.samples)} rounds; "
+                f"detectable {self.detectable:.0%}, {len(self.baseline.samples)} vs {len(s.samples)} "
+                f"{'calls' if s.kind == MEMORY else 'rounds'}; "
                 f"{'higher' if s.higher_is_better else 'lower'} is better; {self.thresholds}{self._drift()})"
                 + (f"; {self.note}" if self.note else ""))
 
 
 def _fmt(value: float, kind: str) -> str:
+    if kind == MEMORY:
+        return f"{value / 2**20:.1f} MiB"
     if kind != "time":
         return f"{value:.3g}x" if kind != "parallelism" else f"{value:.3g}"
     for unit, scale in (("s", 1.0), ("ms", 1e3), ("us", 1e6)):
@@ -253,11 +278,25 @@ def judge(baseline: Series | None, current: Series, thresholds: Thresholds, drif
         if reason := s.busy_reason(thresholds.busy_load):
             return _not_compared(current, baseline, thresholds, f"machine busy in {which}: {reason}")
     before, after = baseline.median, current.median
-    if not before > 0:
+    floor = memory_floor(baseline.samples) if current.kind == MEMORY else 0.0
+    if not before > 0 and current.kind == MEMORY:  # the call grew nothing before: any growth is new
+        relative = 0.0 if after == before else math.inf
+    elif not before > 0:
         return _not_compared(current, baseline, thresholds, "the baseline's median is 0")
+    else:
+        relative = after / before - 1.0
     p = mann_whitney_p(baseline.samples, current.samples)
-    change = Change(current, baseline, thresholds, Outcome.UNCHANGED, after / before - 1.0, p, drift=drift)
+    change = Change(current, baseline, thresholds, Outcome.UNCHANGED, relative, p, drift=drift,
+                    floor_bytes=floor)
     return change.decided(p, family)
+
+
+def memory_floor(baseline: Sequence[float]) -> float:
+    """The least change of a claim's memory (bytes) that can fail the gate: one allocator arena
+    (ARENA_BYTES), or the range of the baseline run's own calls when wider (the same code, the same
+    session: a change inside it is what the calls do anyway)."""
+    spread = max(baseline) - min(baseline) if baseline else 0.0
+    return max(float(ARENA_BYTES), spread)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -361,6 +400,24 @@ def series_of(bench: Any, index: int = 0) -> list[Series]:
             samples, problem = _claim_samples(figures, metric)
             found.append(Series(f"{name} [{claim}] {metric} {op}", metric, samples, gate, busy=busy,
                                 higher_is_better=op == ">=", problem=problem))
+        memory = _mapping(figures.get("memory"), f"{name}: claim {claim} memory")
+        found += memory_series(name, claim, memory, gate)
+    return found
+
+
+def memory_series(name: str, claim: str, memory: Mapping[str, Any],
+                  gate: Mapping[str, Any] | None) -> list[Series]:
+    """A claim's memory, one series per side (``<test> [<claim>] peak RSS growth (candidate)``):
+    each call's growth of the peak over the resident memory when it began, lower is better. Other
+    processes' CPU load does not change what a call allocates: never "busy". Runs saved before
+    the growth was recorded have no memory series."""
+    found = []
+    for side in MEMORY_SIDES:
+        if f"{side}_rss_growth_per_call" not in memory:
+            continue
+        samples, problem = checked_samples(memory[f"{side}_rss_growth_per_call"], f"{side} memory growths")
+        key = f"{name} [{claim}] peak RSS growth ({side})"
+        found.append(Series(key, MEMORY, samples, gate, problem=problem))
     return found
 
 
@@ -528,6 +585,19 @@ def hardware_differences(baseline: Run, current: Run) -> list[str]:
     return [f"{k} {a[k]!r} vs {b[k]!r}" for k in a if a[k] != b[k]]
 
 
+def stack_differences(baseline: Run, current: Run) -> tuple[list[str], list[str]]:
+    """(differences that change results, differences only noted) between the runs' fingerprints of
+    the parallel stack (``machine_info["hpcdemo_fingerprint"]``, fingerprint.py says which field is
+    which); nothing when either run has none (saved before it was recorded)."""
+    from .fingerprint import differences
+
+    a = baseline.machine_info.get("hpcdemo_fingerprint")
+    b = current.machine_info.get("hpcdemo_fingerprint")
+    if not isinstance(a, Mapping) or not isinstance(b, Mapping):
+        return [], []
+    return differences(a, b)
+
+
 def _machine_of(info: Mapping[str, Any]) -> dict[str, Any]:
     cpu = info.get("cpu") if isinstance(info.get("cpu"), Mapping) else {}
     return {"node": info.get("node"), "cpu": cpu.get("brand_raw"), "python": info.get("python_version")}
@@ -547,6 +617,9 @@ class GateReport:
     changes: list[Change] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)  # hardware differences: nothing compared
     flagged: list[str] = field(default_factory=list)  # machine differences: times not compared
+    stack: list[str] = field(default_factory=list)  # parallel-stack differences that change results
+    forced: bool = False  # compared although ``stack`` differs
+    noted: list[str] = field(default_factory=list)  # stack differences that may explain a change
 
     @property
     def failures(self) -> list[Change]:
@@ -571,7 +644,16 @@ class GateReport:
         if self.refused:
             return [head, "REFUSED: the runs come from different hardware ("
                     + "; ".join(self.refused) + "): nothing compared; record a new baseline on this hardware"]
+        if self.stack and not self.forced:
+            return [head, "REFUSED: the runs differ in the parallel stack (" + "; ".join(self.stack)
+                    + "): nothing compared; record a new baseline on this stack, or compare anyway with "
+                    "--hpc-gate-force (pytest-hpcdemo compare --force)"]
         out = [head]
+        if self.stack:
+            out.append("FORCED: compared although the parallel stack differs (" + "; ".join(self.stack)
+                       + "): a change may be the stack's, not the code's")
+        if self.noted:
+            out.append("NOTE: " + "; ".join(self.noted) + " (may explain a change; compared)")
         if self.flagged:
             out.append("FLAGGED: different machine (" + "; ".join(self.flagged)
                        + "): absolute times not compared, speedups gated")
@@ -610,24 +692,34 @@ def judged_together(changes: Sequence[Change]) -> list[Change]:
 
 
 def compare(baseline: Run, current: Run, defaults: Thresholds = Thresholds(),
-            history: Sequence[Run] = ()) -> GateReport:
+            history: Sequence[Run] = (), force: bool = False) -> GateReport:
     """Gate ``current`` against ``baseline``: every series of the current run gets a verdict, all
     judged together as one family.
 
-    ``history``: earlier runs of the same hardware, oldest first (the baseline among them), whose
-    drift raises the bar of each series; runs from other hardware in it are left out.
+    ``history``: earlier runs of the same hardware and stack, oldest first (the baseline among
+    them), whose drift raises the bar of each series; runs from other hardware in it are left out.
+    Runs whose parallel stack differs in a field that changes results are refused unless ``force``.
     """
-    report = GateReport(baseline, current, defaults)
+    report = GateReport(baseline, current, defaults, forced=force)
     report.refused = hardware_differences(baseline, current)
     if report.refused:
         return report
+    report.stack, report.noted = stack_differences(baseline, current)
+    if report.stack and not force:
+        return report
     report.flagged = machine_differences(baseline, current)
-    history = [r for r in history if not hardware_differences(r, current)]
+    other_python = _machine_of(baseline.machine_info)["python"] != _machine_of(current.machine_info)["python"]
+    history = [r for r in history if not hardware_differences(r, current)
+               and (force or not stack_differences(r, current)[0])]
     for key, series in current.series.items():
         thresholds = defaults.overridden(series.thresholds)
         if series.kind == "time" and report.flagged:
             report.changes.append(Change(series, baseline.series.get(key), thresholds, Outcome.NOT_COMPARED,
                                          note="absolute time from a different machine"))
+            continue
+        if series.kind == MEMORY and other_python:
+            report.changes.append(Change(series, baseline.series.get(key), thresholds, Outcome.NOT_COMPARED,
+                                         note="memory from another Python version (object sizes differ)"))
             continue
         if series.kind == "time" and not series.samples and series.problem in ("", MISSING_TIMINGS):
             continue  # nothing timed (e.g. --benchmark-disable): the claim's ratios still gate

@@ -58,6 +58,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--hpc-gate-busy", type=_cores, default=0.5, metavar="CORES",
                     help="do not compare times taken while other processes used more than CORES "
                          "cores' worth of CPU (default: 0.5)")
+    group.addoption("--hpc-gate-force", action="store_true",
+                    help="gate even when the baseline's parallel stack differs in what changes results "
+                         "(CPU model, cores, BLAS threads, MPI, Python, ...); the gate's lines say so")
     group.addoption("--hpc-report", default=None, metavar="DIR",
                     help="write scaling and history plots and a Markdown/HTML claim summary into DIR")
 
@@ -241,7 +244,8 @@ def _gate(config: pytest.Config, current: Run) -> GateReport | None:
     if not current.benchmarks:
         lines.append("no benchmark ran in this session: nothing to compare, the gate passes")
         return None
-    result = compare(baseline, current, defaults_of(config), config.stash.get(HISTORY_KEY, []))
+    result = compare(baseline, current, defaults_of(config), config.stash.get(HISTORY_KEY, []),
+                     force=config.getoption("hpc_gate_force"))
     lines.extend(result.lines())
     return result
 

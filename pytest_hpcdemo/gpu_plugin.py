@@ -137,8 +137,13 @@ def gpu_benchmark(request: pytest.FixtureRequest) -> GpuBenchmark:
     options = {**(marker.kwargs if marker else {}), "timer": clock}
     request.node.add_marker(pytest.mark.benchmark(**options), append=False)
     benchmark = request.getfixturevalue("benchmark")
+    from functools import partial
+
+    from .progress import Progress
+
     meter = SpeedupMeter(request.node.nodeid, hardware_of(request.config),
-                         options_of(request.config).measure_settings, benchmark, claim_log(request.config))
+                         options_of(request.config).measure_settings, benchmark, claim_log(request.config),
+                         partial(Progress, request.config, request.node.nodeid))
     open_claim(request)
     return GpuBenchmark(meter, clock, benchmark)
 

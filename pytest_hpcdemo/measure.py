@@ -625,6 +625,7 @@ def measure(
     run: Run = timed,
     same_work: bool = False,
     repeats: int = 1,
+    progress: Callable[[Measurement], None] | None = None,
 ) -> Measurement:
     """Measure ``baseline`` against ``candidate`` in interleaved rounds until every claim is decided.
 
@@ -641,6 +642,7 @@ def measure(
     them) or ``max_rounds`` is.
     ``cores_needed`` is how many free cores the candidate needs to show the claim: 0 for waits
     that use no CPU (IO-bound work), whose rounds foreign load cannot contest.
+    ``progress`` is called with the measurement after each round (progress.py shows it).
     """
     if cores_needed < 0:
         raise ValueError(f"cores_needed must be 0 or more, got {cores_needed}")
@@ -664,6 +666,8 @@ def measure(
         m.rounds.append(Round(_fastest(a_times), _fastest(b_times)))
         now = clock()
         m.elapsed_s = now - start
+        if progress is not None:
+            progress(m)
         if m.verdict is not Verdict.INCONCLUSIVE:  # no decision before min_rounds clean rounds
             break
         # Out of time, once the plan had a chance to decide (or load contested most rounds).

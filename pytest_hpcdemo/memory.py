@@ -130,6 +130,7 @@ class PeakMemory:
     candidate: Callable[[], object]
     enabled: bool = field(default_factory=supported)
     peaks: dict[str, list[int]] = field(default_factory=lambda: {"baseline": [], "candidate": []})
+    growth: dict[str, list[int]] = field(default_factory=lambda: {"baseline": [], "candidate": []})
 
     def wrap(self, run: Run) -> Run:
         if not self.enabled:
@@ -139,19 +140,28 @@ class PeakMemory:
             side = "baseline" if fn is self.baseline else "candidate" if fn is self.candidate else None
             if side is None:
                 return run(fn)
-            reset_peaks(tree())
+            pids = tree()
+            reset_peaks(pids)
+            resident = peak_bytes(pids)  # just reset: each high-water mark is its resident size now
             timing = run(fn)
-            self.peaks[side].append(peak_bytes(tree()))
+            peak = peak_bytes(tree())
+            self.peaks[side].append(peak)
+            self.growth[side].append(max(0, peak - resident))
             return timing
 
         return tracked
 
     def figures(self) -> dict[str, object] | None:
-        """The largest peak of each side, for ``extra_info``; None when nothing was read."""
+        """The largest peak of each side, and each call's growth of the peak over what the tree
+        held when the call began (what the gate compares, call by call, as it compares each
+        round's time: the resident floor under it depends on what the session ran before, the
+        growth is the call's own), for ``extra_info``; None when nothing was read."""
         if not (self.peaks["baseline"] and self.peaks["candidate"]):
             return None
         return {"baseline_peak_rss_bytes": max(self.peaks["baseline"]),
                 "candidate_peak_rss_bytes": max(self.peaks["candidate"]),
+                "baseline_rss_growth_per_call": list(self.growth["baseline"]),
+                "candidate_rss_growth_per_call": list(self.growth["candidate"]),
                 "method": "sum of VmHWM over this process and its live descendants, reset before each call"}
 
 

@@ -475,3 +475,182 @@ def test_compare_command_on_a_storage_that_is_a_file_or_a_malformed_run(tmp_path
     save(tmp_path / "s" / "m", "0001_a.json", {"benchmarks": [], "machine_info": "box"})
     assert main(["compare", "--storage", str(tmp_path / "s"), "--machine", "m", "1"]) == 2
     assert "0001_a.json: corrupt history file: machine_info is not an object" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory: each claim's peak RSS growth per side, gated like its time
+
+MIB = 2**20
+
+
+def growths(rng: random.Random, n: int, centre_mib: float) -> list[int]:
+    """``n`` calls' peak RSS growth: the claim's own allocation, a few pages of jitter, and now and
+    then one allocator arena more (what unchanged code does from call to call)."""
+    return [int(centre_mib * MIB + rng.randrange(0, 64) * 4096 + (MIB if rng.random() < 0.2 else 0))
+            for _ in range(n)]
+
+
+def memory_bench(baseline: list[int], candidate: list[int], load: float | None = None) -> dict[str, Any]:
+    bench = bench_json("t::m", [0.1] * len(candidate))
+    bench["extra_info"]["claims"] = {"x2": {
+        "memory": {"baseline_rss_growth_per_call": baseline, "candidate_rss_growth_per_call": candidate,
+                   "baseline_peak_rss_bytes": max(baseline), "candidate_peak_rss_bytes": max(candidate)}}}
+    if load is not None:
+        bench["extra_info"].update(foreign_load=load, own_cpu=1.0)
+    return bench
+
+
+def memory_outcomes(report: gate.GateReport) -> dict[str, Outcome]:
+    return {c.series.key: c.outcome for c in report.changes if c.series.kind == gate.MEMORY}
+
+
+def test_each_claim_side_gives_a_memory_series_lower_is_better() -> None:
+    run = run_of(memory_bench([MIB] * 3, [2 * MIB] * 3))
+    side = run.series["t::m [x2] peak RSS growth (candidate)"]
+    assert side.kind == gate.MEMORY and not side.higher_is_better and side.samples == (2 * MIB,) * 3
+    assert "t::m [x2] peak RSS growth (baseline)" in run.series
+    old = run_of(bench_json("t::m", [0.1], ([0.2], [0.1])))  # saved before memory was recorded
+    assert all(s.kind != gate.MEMORY for s in old.series.values())
+
+
+def test_a_planted_memory_regression_is_flagged_and_says_its_bar() -> None:
+    """The candidate side allocates 64 MiB more (a copy more of a 64 MiB array), the baseline side
+    is unchanged: only the candidate's memory series fails, in each of 50 seeded runs."""
+    for seed in range(50):
+        rng = random.Random(seed)
+        base = run_of(memory_bench(growths(rng, 12, 8), growths(rng, 12, 64)))
+        current = run_of(memory_bench(growths(rng, 12, 8), growths(rng, 12, 128)))
+        report = gate.compare(base, current)
+        assert memory_outcomes(report) == {"t::m [x2] peak RSS growth (baseline)": Outcome.UNCHANGED,
+                                           "t::m [x2] peak RSS growth (candidate)": Outcome.REGRESSED}, seed
+        assert report.failed
+    line = next(c.line() for c in report.changes if c.outcome is Outcome.REGRESSED)
+    assert "median peak RSS growth 64." in line and "-> 128." in line and "lower is better" in line
+    assert re.search(r"and at least 1\.\d MiB \(memory_floor\)", line), line
+
+
+def test_unchanged_memory_raises_no_alarm_over_many_runs() -> None:
+    """The same allocations in both runs, arena jitter and all: no memory series fails in 200
+    seeded runs, although each run's calls differ by up to one arena."""
+    for seed in range(200):
+        rng = random.Random(10_000 + seed)
+        base = run_of(memory_bench(growths(rng, 12, 8), growths(rng, 12, 64)))
+        current = run_of(memory_bench(growths(rng, 12, 8), growths(rng, 12, 64)))
+        assert set(memory_outcomes(gate.compare(base, current)).values()) == {Outcome.UNCHANGED}, seed
+
+
+def test_a_significant_change_of_one_arena_is_not_a_regression() -> None:
+    """2 MiB -> 3 MiB every call: +50%, significant, but no more than one allocator arena (the
+    floor): unchanged. The baseline's own call-to-call range raises the floor where it is wider."""
+    base = run_of(memory_bench([2 * MIB] * 12, [2 * MIB] * 12))
+    current = run_of(memory_bench([2 * MIB] * 12, [3 * MIB] * 12))
+    assert set(memory_outcomes(gate.compare(base, current)).values()) == {Outcome.UNCHANGED}
+    assert gate.memory_floor([10 * MIB, 14 * MIB]) == 4 * MIB
+    assert gate.memory_floor([5 * MIB] * 3) == MIB
+
+
+def test_memory_is_compared_on_a_busy_machine_and_across_same_shape_machines() -> None:
+    """Other processes' CPU does not change what a call allocates; another node of the same shape
+    allocates the same; another Python version does not (its objects differ)."""
+    rng = random.Random(3)
+    base = run_of(memory_bench(growths(rng, 12, 8), growths(rng, 12, 64), load=1.5))
+    current = run_of(memory_bench(growths(rng, 12, 8), growths(rng, 12, 128), load=1.5),
+                     machine={**MACHINE, "node": "elsewhere"})
+    outcomes = memory_outcomes(gate.compare(base, current))
+    assert outcomes["t::m [x2] peak RSS growth (candidate)"] is Outcome.REGRESSED
+    other_python = run_of(memory_bench(growths(rng, 12, 8), growths(rng, 12, 128)),
+                          machine={**MACHINE, "python_version": "3.13.1"})
+    assert set(memory_outcomes(gate.compare(base, other_python)).values()) == {Outcome.NOT_COMPARED}
+
+
+def test_memory_is_judged_in_the_same_family_as_time() -> None:
+    rng = random.Random(4)
+    base = run_of(memory_bench(growths(rng, 12, 8), growths(rng, 12, 64)))
+    current = run_of(memory_bench(growths(rng, 12, 8), growths(rng, 12, 128)))
+    report = gate.compare(base, current)
+    compared = [c for c in report.changes if c.compared]
+    assert len(compared) == 3 and {c.family for c in compared} == {3}  # the time and both sides
+
+
+# ---------------------------------------------------------------------------------------------
+# The parallel stack's fingerprint
+
+FP = {"cpu_model": "AMD EPYC 9654", "physical_cores": 2, "logical_cores": 2, "usable_cpus": 2,
+      "usable_physical_cores": 2, "smt": False, "numa_nodes": 1, "governor": "performance",
+      "blas": [{"internal_api": "openblas", "version": "0.3.27", "num_threads": 2}], "blas_threads": 2,
+      "numba_threading_layer": "omp", "mpi_library": "MPICH 5.0.2", "mpi_transport": "library default",
+      "gil_enabled": True, "python": "CPython 3.11", "cpu_mhz": 2400.0, "hostname": "box"}
+
+
+def fp_run(samples: list[float], **changes: Any) -> Run:
+    return run_of(bench_json("t::a", samples), machine={**MACHINE, "hpcdemo_fingerprint": {**FP, **changes}})
+
+
+@pytest.mark.parametrize("field, value", [
+    ("cpu_model", "Intel Xeon 8480"), ("physical_cores", 4), ("smt", True), ("numa_nodes", 2),
+    ("blas_threads", 1), ("numba_threading_layer", "tbb"), ("mpi_library", "Open MPI v5.0.5"),
+    ("mpi_transport", "UCX_TLS=tcp,self"), ("gil_enabled", False), ("python", "CPython 3.13"),
+])
+def test_a_stack_difference_that_changes_results_is_refused_unless_forced(field: str, value: Any) -> None:
+    rng = random.Random(5)
+    base, current = fp_run(timings(rng, 20)), fp_run(timings(rng, 20, centre=0.02), **{field: value})
+    report = gate.compare(base, current)
+    assert report.stack == [f"{field} {FP[field]!r} vs {value!r}"]
+    assert not report.changes and not report.failed
+    assert report.lines()[1].startswith("REFUSED: the runs differ in the parallel stack (")
+    assert "--hpc-gate-force" in report.lines()[1]
+    forced = gate.compare(base, current, force=True)
+    assert forced.failed  # the time doubled, and it is compared now
+    assert forced.lines()[1].startswith("FORCED: compared although the parallel stack differs")
+
+
+def test_readings_and_unknown_fields_change_nothing_and_the_governor_is_noted() -> None:
+    rng = random.Random(6)
+    base = fp_run(timings(rng, 20))
+    same = fp_run(timings(rng, 20), cpu_mhz=3100.0, hostname="other", numba_threading_layer=None)
+    report = gate.compare(base, same)
+    assert not report.stack and not report.noted and report.changes
+    noted = gate.compare(base, fp_run(timings(rng, 20), governor="powersave"))
+    assert noted.noted == ["governor 'performance' vs 'powersave'"] and noted.changes
+    assert any(line.startswith("NOTE: governor") for line in noted.lines())
+
+
+def test_earlier_runs_of_another_stack_give_no_drift() -> None:
+    """A history run on another BLAS thread count wanders for that reason: it raises no bar."""
+    rng = random.Random(11)
+    history = [fp_run(timings(rng, 20, centre=c), blas_threads=1) for c in (0.01, 0.02, 0.03)]
+    base, current = fp_run(timings(rng, 20)), fp_run(timings(rng, 20, centre=0.013))
+    report = gate.compare(base, current, history=[*history, base])
+    assert report.failed and all(c.drift == 0 for c in report.changes)
+
+
+def test_compare_command_refuses_another_stack_unless_forced(tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "store" / "m"
+    rng = random.Random(12)
+    save(folder, "0001_a.json", run_json(bench_json("t::a", timings(rng, 30)),
+                                         machine={**MACHINE, "hpcdemo_fingerprint": FP}))
+    other = {**MACHINE, "hpcdemo_fingerprint": {**FP, "blas_threads": 8}}
+    save(folder, "0002_b.json", run_json(bench_json("t::a", timings(rng, 30, centre=0.02)), machine=other))
+    args = ["compare", "--storage", f"file://{tmp_path / 'store'}", "--machine", "m"]
+    assert main(args) == 0
+    assert "REFUSED: the runs differ in the parallel stack (blas_threads 2 vs 8)" in capsys.readouterr().out
+    assert main([*args, "--force"]) == 1
+    assert "FORCED: compared although" in capsys.readouterr().out
+
+
+def test_continuous_pairs_memory_as_it_pairs_time() -> None:
+    """In interleaved session pairs (``continuous``) each side's memory is one more paired series:
+    a candidate that allocates twice as much is flagged, an unchanged baseline side is not, and a
+    one-arena shift is no regression."""
+    from pytest_hpcdemo.continuous import compare_sessions, session_figures
+
+    rng = random.Random(13)
+
+    def session(candidate_mib: float, baseline_mib: float = 4) -> dict[str, Any]:
+        bench = memory_bench(growths(rng, 8, baseline_mib), growths(rng, 8, candidate_mib))
+        return session_figures(run_json(bench))
+
+    pairs = [(session(64), session(128, baseline_mib=4.75)) for _ in range(6)]  # +19%, under an arena
+    outcomes = {c.key: c.outcome for c in compare_sessions(pairs) if c.kind == gate.MEMORY}
+    assert outcomes == {"t::m [x2] peak RSS growth (baseline)": Outcome.UNCHANGED,
+                        "t::m [x2] peak RSS growth (candidate)": Outcome.REGRESSED}

@@ -128,8 +128,10 @@ def test_most_series_not_compared_fails_under_strict(pytester: pytest.Pytester) 
     saved.write_text(json.dumps(data))
     plain = pytester.runpytest_subprocess(*RUN)
     assert plain.ret == 0
-    plain.stdout.fnmatch_lines(["gate: passed: 4 not compared",
-                                "WARNING: MOST SERIES WERE NOT COMPARED (4 of 4)*"])
+    # The claim's memory (both sides) is compared whatever the load: what a call allocates does not
+    # depend on other processes' CPU.
+    plain.stdout.fnmatch_lines(["gate: passed: 4 not compared, 2 unchanged*",
+                                "WARNING: MOST SERIES WERE NOT COMPARED (4 of 6)*"])
     strict = pytester.runpytest_subprocess(*RUN, "--hpc-strict")
     assert strict.ret == pytest.ExitCode.TESTS_FAILED
     strict.stdout.fnmatch_lines(["--hpc-strict: most series were not compared: the gate fails"])

@@ -93,3 +93,54 @@ def test_unrelated_callables_are_run_untracked() -> None:
     peaks = memory.PeakMemory(lambda: None, lambda: None)
     peaks.wrap(timed)(lambda: None)
     assert peaks.figures() is None
+
+
+# A claim whose candidate allocates MIB_PER_CALL MiB, every page written, in a real measurement;
+# its time is scripted (the memory is under test), so the timing series never decide the gate.
+GATED = """
+import mmap
+from pytest_hpcdemo import measure
+from pytest_hpcdemo.measure import at_least
+
+MIB_PER_CALL = {mib}
+
+def allocate(mib):
+    block = mmap.mmap(-1, mib * 2**20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    for offset in range(0, mib * 2**20, mmap.PAGESIZE):
+        block[offset] = 1
+    block.close()
+
+def timed(fn):
+    fn()
+    return measure.Timing(0.02 if fn is baseline else 0.01, 0.0, None)
+
+def baseline():
+    allocate(4)
+
+def candidate():
+    allocate(MIB_PER_CALL)
+
+def test_allocates(speedup):
+    speedup(baseline, candidate, [at_least("speedup", 1.2)], run=timed, cores_needed=0, name="copy")
+"""
+GATE = ("-p", "no:xdist", "--hpc-gate", "--hpc-gate-busy=64")
+
+
+def test_the_gate_flags_a_planted_memory_regression_and_not_an_unchanged_rerun(pytester: pytest.Pytester
+                                                                               ) -> None:
+    """Saved with a 32 MiB copy per call; rerun unchanged: its memory is unchanged; rerun with a
+    64 MiB copy (a copy more): the candidate side's memory regresses and fails the session, the
+    baseline side's does not. Real allocations, real /proc readings, separate sessions."""
+    pytester.makeini("[pytest]\nhpcdemo = true\n")
+    pytester.makepyfile(test_mem=GATED.format(mib=32))
+    assert pytester.runpytest_subprocess(*GATE, "--benchmark-autosave").ret == 0
+    same = pytester.runpytest_subprocess(*GATE)
+    same.stdout.no_fnmatch_line("REGRESSED*peak RSS growth*")
+    assert same.ret == 0
+    pytester.makepyfile(test_mem=GATED.format(mib=64))
+    more = pytester.runpytest_subprocess(*GATE, "-v")
+    assert more.ret == pytest.ExitCode.TESTS_FAILED
+    more.stdout.fnmatch_lines(["REGRESSED     test_mem.py::test_allocates [[]copy] peak RSS growth "
+                               "(candidate): median peak RSS growth 3*.* MiB -> 6*.* MiB* vs * calls*"
+                               "lower is better*memory_floor*"])
+    more.stdout.no_fnmatch_line("REGRESSED*peak RSS growth (baseline)*")

@@ -32,7 +32,17 @@ def test_numa_nodes_from_the_node_folder() -> None:
 def test_differences_split_result_fields_from_the_rest() -> None:
     old = {"cpu_model": "A", "governor": "performance", "blas_threads": 2}
     new = {"cpu_model": "A", "governor": "powersave", "blas_threads": 4}
-    assert fingerprint.differences(old, new) == (["blas_threads"], ["governor"])
+    governor = "governor 'performance' vs 'powersave'"
+    assert fingerprint.differences(old, new) == (["blas_threads 2 vs 4"], [governor])
+    unknown = {**new, "blas_threads": None, "cpu_mhz": 3000.0}  # not known in one run; a reading
+    assert fingerprint.differences(old, unknown) == ([], [governor])
+
+
+def test_mpi_transport_and_python_are_in_the_fingerprint() -> None:
+    assert fingerprint.mpi_transport({}) == "library default"
+    assert fingerprint.mpi_transport({"UCX_TLS": "tcp,self", "FI_PROVIDER": "tcp", "HOME": "/root"}) == \
+        "UCX_TLS=tcp,self FI_PROVIDER=tcp"
+    assert fingerprint.python().startswith("CPython 3.")
 
 
 def test_this_machine_fingerprint_has_every_field() -> None:
