@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from pytest_hpcdemo import scaling
 from pytest_hpcdemo.child_interpreter import ChildInterpreter
 from pytest_hpcdemo.measure import at_least, at_most, scaling_floor
 
@@ -53,9 +54,11 @@ def gil_on_and_off(hardware) -> Iterator[tuple[ChildInterpreter, ChildInterprete
 def test_threads_scale_with_the_gil_off(speedup, hardware, gil_on_and_off) -> None:
     """CPU-bound pure-Python work on N threads runs N times as fast with the GIL off as with it on,
     on the same free-threaded build, and the threads use N cores: the guide's "only one thread at a
-    time" is the GIL's doing, and switching it off at run time removes it."""
+    time" is the GIL's doing, and switching it off at run time removes it. Up to
+    scaling.CHAPTER_WORKERS threads (why: scaling.chapter_workers); threads on the whole node, with
+    the GIL off, are benchmarks/test_scaling.py's."""
     gil_on, gil_off = gil_on_and_off
-    workers = min(hardware.usable_cores, 4)
+    workers = scaling.chapter_workers(hardware.usable_cores)
     floor = scaling_floor(workers)
     speedup(lambda: gil_on.run(workers, CPU_TASK), lambda: gil_off.run(workers, CPU_TASK),
             [at_least("speedup", floor), at_least("parallelism", floor)],

@@ -13,7 +13,7 @@ from queue import Queue
 
 import pytest
 
-from pytest_hpcdemo import workloads
+from pytest_hpcdemo import scaling, workloads
 from pytest_hpcdemo.backends.processes import make_process_pool_factory
 from pytest_hpcdemo.backends.teardown import bounded
 from pytest_hpcdemo.measure import SINGLE_CORE_CEILING, at_least, at_most, scaling_floor
@@ -97,8 +97,9 @@ def test_cpu_bound_threads_scale_only_without_the_gil(speedup, hardware) -> None
     with the GIL off) they are no faster than serial and together never use more than one core,
     since the GIL lets one thread run at a time (guide: "GIL is not suitable for CPU bound task").
     Without the GIL the guide's claim does not hold and this one flips: the threads speed the work
-    up and use N cores, both by the scaling floor, as processes do."""
-    workers = min(hardware.usable_cores, 4)
+    up and use N cores, both by the scaling floor, as processes do. Up to scaling.CHAPTER_WORKERS
+    threads (why: scaling.chapter_workers); the whole node is benchmarks/test_scaling.py's."""
+    workers = scaling.chapter_workers(hardware.usable_cores)
     with bounded(ThreadPoolExecutor(workers)) as pool:
         def serial() -> None:
             for _ in range(workers):
@@ -120,8 +121,10 @@ def test_cpu_bound_threads_scale_only_without_the_gil(speedup, hardware) -> None
 @pytest.mark.cores(2)
 def test_processes_speed_up_cpu_bound_work(speedup, hardware, pytestconfig) -> None:
     """The same CPU-bound work on N processes is faster than serial and uses N cores: processes
-    have one GIL each. (The guide stops at threads; this is the way round the GIL it implies.)"""
-    workers = min(hardware.usable_cores, 4)
+    have one GIL each. (The guide stops at threads; this is the way round the GIL it implies.) Up
+    to scaling.CHAPTER_WORKERS processes (why: scaling.chapter_workers); the whole node is
+    benchmarks/test_scaling.py's."""
+    workers = scaling.chapter_workers(hardware.usable_cores)
     make_pool = make_process_pool_factory(pytestconfig.getoption("hpc_start_method"))
     with bounded(make_pool(workers)) as pool:
         def serial() -> None:
@@ -139,8 +142,10 @@ def test_processes_speed_up_cpu_bound_work(speedup, hardware, pytestconfig) -> N
 @pytest.mark.cores(2)
 def test_numpy_releases_the_gil(speedup, hardware) -> None:
     """NumPy's elementwise loops release the GIL, so NumPy work does speed up on threads: the
-    guide's "threads are for IO" is true of pure-Python code only."""
-    workers = min(hardware.usable_cores, 4)
+    guide's "threads are for IO" is true of pure-Python code only. Up to scaling.CHAPTER_WORKERS
+    threads (why: scaling.chapter_workers); the node's memory bandwidth on every core is
+    benchmarks/test_limits.py's."""
+    workers = scaling.chapter_workers(hardware.usable_cores)
     with bounded(ThreadPoolExecutor(workers)) as pool:
         args = [NUMPY_SIZE] * workers, [NUMPY_REPEATS] * workers
 

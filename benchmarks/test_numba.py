@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_hpcdemo import numba_support, workloads
+from pytest_hpcdemo import numba_support, scaling, workloads
 from pytest_hpcdemo.backends.processes import make_process_pool_factory
 from pytest_hpcdemo.backends.teardown import bounded
 from pytest_hpcdemo.measure import SINGLE_CORE_CEILING, Claim, at_least, at_most, scaling_floor
@@ -50,7 +50,10 @@ def kernels() -> dict[str, Kernel]:
 
 
 def parallel_workers(hardware: Hardware) -> int:
-    workers = min(hardware.usable_cores, 4)
+    """Threads of the chapter's parallel claims: up to scaling.CHAPTER_WORKERS (why:
+    scaling.chapter_workers); ``nogil`` threads and ``prange`` on the whole node are
+    benchmarks/test_scaling.py's."""
+    workers = scaling.chapter_workers(hardware.usable_cores)
     if workers < 2:
         pytest.skip(f"needs 2 usable cores for a parallel claim; this session has {hardware.usable_cores}")
     return workers

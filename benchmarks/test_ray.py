@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_hpcdemo import workloads
+from pytest_hpcdemo import scaling, workloads
 from pytest_hpcdemo.measure import at_least, median, scaling_floor
 
 if TYPE_CHECKING:
@@ -100,9 +100,11 @@ def test_no_listener_outside_loopback(ray_cluster: RayCluster, claim) -> None:
 
 def test_cpu_bound_tasks_scale_with_cores(ray, ray_cluster: RayCluster, speedup, hardware) -> None:
     """CPU-bound pure-Python tasks run in parallel on Ray workers: N tasks take about 1/N of the
-    serial time (N = usable cores), judged like process pools. The workers run at the driver's
-    niceness (RAY_worker_niceness=0; Ray's default 15 would lose to any other load)."""
-    workers = min(hardware.usable_cores, ray_cluster.cpus, 4)
+    serial time (N = usable cores, up to scaling.CHAPTER_WORKERS: why in scaling.chapter_workers;
+    Ray tasks on the whole node are benchmarks/test_ray_node.py's), judged like process pools. The
+    workers run at the driver's niceness (RAY_worker_niceness=0; Ray's default 15 would lose to any
+    other load)."""
+    workers = min(scaling.chapter_workers(hardware.usable_cores), ray_cluster.cpus)
     if workers < 2:
         pytest.skip(f"needs 2 usable cores and CPUs; this session has {hardware.usable_cores} cores, "
                     f"the cluster {ray_cluster.cpus} CPUs")

@@ -23,6 +23,7 @@ from test_scaling import (
 from pytest_hpcdemo import memory, scaling, workloads
 
 if TYPE_CHECKING:
+    from pytest_hpcdemo.limits import Limits
     from pytest_hpcdemo.ray_cluster import RayCluster
 
 pytestmark = pytest.mark.ray
@@ -52,8 +53,9 @@ def test_ray_get_of_a_put_array_adds_no_copy(ray_cluster: RayCluster, claim) -> 
 
 
 def test_ray_tasks_scale_to_the_node(speedup, benchmark, hardware, ray_cluster: RayCluster,
-                                     workers: int) -> None:
-    """CPU-bound Ray tasks over N of the cluster's CPUs keep the efficiency floor up to the node."""
+                                     machine_limits: Limits, claim, workers: int) -> None:
+    """CPU-bound Ray tasks over N of the cluster's CPUs keep the efficiency floor up to the node,
+    where the speedup is also a fraction of the process-pool ideal measured in the session."""
     import ray
 
     if not ray_cluster.local:
@@ -69,4 +71,5 @@ def test_ray_tasks_scale_to_the_node(speedup, benchmark, hardware, ray_cluster: 
         ray.get([task.remote(work.task_size) for _ in range(work.tasks)], timeout=RAY_TIMEOUT)
 
     scaling.measure_point(speedup, benchmark.extra_info, "ray tasks", "pure-Python CPU-bound", work,
-                          python_share, parallel, scaling.physical_cores(hardware))
+                          python_share, parallel, scaling.physical_cores(hardware),
+                          limits=machine_limits, note=claim)

@@ -12,7 +12,9 @@ workers, the same CPU work on both sides); above, it measures efficiency directl
 share serially), so a round lasts about two shares at any N and a 128-core node finishes the
 study in minutes (``pytest_hpcdemo.scaling``). The claim at N workers: efficiency at least the
 scaling floor of the physical cores among them over N; at the usable core count, that is the claim
-on the whole node. One worker uses one core (parallelism), whatever the backend.
+on the whole node, whose speedup is also stated as a fraction of the process-pool ideal measured in
+the session (``machine_limits``: all cores' pure-Python rate over one core's). One worker uses one
+core (parallelism), whatever the backend.
 """
 
 from __future__ import annotations
@@ -50,41 +52,35 @@ def python_share() -> None:
 
 
 def pool_point(speedup: Any, benchmark: Any, pool: Executor, backend: str, hardware: Hardware, workers: int,
-               scales: bool = True) -> None:
+               limits: Limits, note: Callable[[str], object], scales: bool = True) -> None:
     work = scaling.work_per_point(workers, CPU_TASK, share=SHARE)
 
     def parallel() -> None:
         list(pool.map(workloads.cpu_bound, [work.task_size] * work.tasks))
 
     scaling.measure_point(speedup, benchmark.extra_info, backend, "pure-Python CPU-bound", work, python_share,
-                          parallel, scaling.physical_cores(hardware), scales)
+                          parallel, scaling.physical_cores(hardware), scales, limits, note)
 
 
 def test_processes_scale_to_the_node(speedup, benchmark, hardware, pytestconfig, machine_limits: Limits,
                                      claim, workers: int) -> None:
     """Processes scale CPU-bound work: N workers keep the efficiency floor of the physical cores
     among them, up to the whole node, where the speedup is also set against the process-pool
-    ideal measured in this session (``machine_limits``)."""
+    ideal measured in this session (``machine_limits``), as at every backend's full-node point."""
     import multiprocessing
 
     context = multiprocessing.get_context(pytestconfig.getoption("hpc_start_method"))
-    try:
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            pool_point(speedup, benchmark, pool, "processes", hardware, workers)
-    finally:
-        point = benchmark.extra_info.get("scaling")
-        if point and workers == machine_limits.processes:
-            fraction = point["speedup"] / machine_limits.pool_ideal
-            point["fraction_of_pool_ideal"] = fraction
-            claim(f"speedup {point['speedup']:.2f} = {fraction:.0%} of the process-pool ideal "
-                  f"{machine_limits.pool_ideal:.2f}x measured this session")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        pool_point(speedup, benchmark, pool, "processes", hardware, workers, machine_limits, claim)
 
 
-def test_threads_scale_only_without_the_gil(speedup, benchmark, hardware, workers: int) -> None:
+def test_threads_scale_only_without_the_gil(speedup, benchmark, hardware, machine_limits: Limits, claim,
+                                            workers: int) -> None:
     """Threads do not scale pure-Python work under the GIL: one core's worth of CPU whatever N
     (a flat speedup curve). With the GIL off the claim flips to scaling."""
     with ThreadPoolExecutor(workers) as pool:
-        pool_point(speedup, benchmark, pool, "threads", hardware, workers, scales=not hardware.gil_enabled)
+        pool_point(speedup, benchmark, pool, "threads", hardware, workers, machine_limits, claim,
+                   scales=not hardware.gil_enabled)
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +90,7 @@ def numba_kernels() -> dict[str, Callable[[int], float]]:
 
 @pytest.mark.numba
 def test_numba_nogil_threads_scale_to_the_node(speedup, benchmark, hardware, numba_kernels,
-                                               workers: int) -> None:
+                                               machine_limits: Limits, claim, workers: int) -> None:
     """A ``nogil=True`` kernel on N threads keeps the efficiency floor up to the whole node."""
     kernel = numba_kernels["nogil"]
     work = scaling.work_per_point(workers, NUMBA_TASK, share=SHARE)
@@ -108,7 +104,8 @@ def test_numba_nogil_threads_scale_to_the_node(speedup, benchmark, hardware, num
             list(pool.map(kernel, [work.task_size] * work.tasks))
 
         scaling.measure_point(speedup, benchmark.extra_info, "numba nogil threads", "compiled midpoint rule",
-                              work, one_share, parallel, scaling.physical_cores(hardware))
+                              work, one_share, parallel, scaling.physical_cores(hardware),
+                              limits=machine_limits, note=claim)
 
 
 @pytest.fixture
@@ -129,7 +126,7 @@ def numba_threads(workers: int) -> Iterator[int]:
 
 @pytest.mark.numba
 def test_numba_prange_scales_to_the_node(speedup, benchmark, hardware, numba_kernels, numba_threads: int,
-                                         workers: int) -> None:
+                                         machine_limits: Limits, claim, workers: int) -> None:
     """``prange`` on N of Numba's threads keeps the efficiency floor up to the whole node, against
     the same loop compiled serially (``@njit``)."""
     serial_kernel, parallel_kernel = numba_kernels["njit"], numba_kernels["parallel"]
@@ -137,4 +134,4 @@ def test_numba_prange_scales_to_the_node(speedup, benchmark, hardware, numba_ker
     scaling.measure_point(speedup, benchmark.extra_info, "numba prange", "compiled midpoint rule", work,
                           lambda: serial_kernel(work.share * work.task_size),
                           lambda: parallel_kernel(work.tasks * work.task_size),
-                          scaling.physical_cores(hardware))
+                          scaling.physical_cores(hardware), limits=machine_limits, note=claim)

@@ -117,8 +117,15 @@ class Limits:
         """The process-pool ideal: all cores' pure-Python rate over one core's."""
         return self.python_all / self.python_one
 
+    def bandwidth_share(self, kernel: str) -> float:
+        """All cores' bandwidth of a STREAM kernel as a fraction of ``processes`` times one core's:
+        1 where memory keeps up with every core, 1/N where one core already takes all of it."""
+        one, every = getattr(self, f"{kernel}_one"), getattr(self, f"{kernel}_all")
+        return every / (self.processes * one) if one > 0 else math.nan
+
     def as_dict(self) -> dict[str, float]:
-        return {**asdict(self), "pool_ideal": self.pool_ideal}
+        return {**asdict(self), "pool_ideal": self.pool_ideal,
+                **{f"{k}_share_of_linear": self.bandwidth_share(k) for k in STREAM_BYTES_PER_ELEMENT}}
 
     @classmethod
     def from_dict(cls, saved: Mapping[str, Any]) -> Limits:
@@ -129,13 +136,21 @@ class Limits:
         gb = 1e9
         return [
             f"memory bandwidth (STREAM count, NumPy): copy {self.copy_one / gb:.1f} GB/s on 1 core, "
-            f"{self.copy_all / gb:.1f} GB/s on {self.processes}; triad {self.triad_one / gb:.1f} / "
-            f"{self.triad_all / gb:.1f} GB/s",
+            f"{self.copy_all / gb:.1f} GB/s on {self.processes} ({self.bandwidth_share('copy'):.0%} of "
+            f"{self.processes} x 1 core); triad {self.triad_one / gb:.1f} / {self.triad_all / gb:.1f} GB/s "
+            f"({self.bandwidth_share('triad'):.0%})",
             f"pure Python: {self.python_one / 1e6:.1f} M iterations/s on 1 core, "
             f"{self.python_all / 1e6:.1f} M on {self.processes} processes: "
             f"process-pool ideal {self.pool_ideal:.2f}x; "
             f"foreign load {self.foreign_load:.2f} cores meanwhile",
         ]
+
+
+def copy_rate(memory_bytes: int | None = None) -> float:
+    """Bytes one core copies per second (STREAM's copy count halved: each byte is read and
+    written), in this process: the yardstick of a transport that moves a message through memory."""
+    elements = stream_elements(1, memory_bytes, cache_bytes())
+    return rates(stream(elements), elements)["copy"] / 2
 
 
 def rates(seconds: dict[str, float], elements: int) -> dict[str, float]:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .hardware import Hardware
+    from .limits import Limits
 
 from .measure import SINGLE_CORE_CEILING, Claim, at_least, at_most, median_ci_rank, scaling_floor
 
@@ -42,6 +43,17 @@ def points(usable_cores: int) -> list[int]:
 
 
 STRONG_UP_TO = 4  # workers up to which a point is strong scaling (a round of at most 5 shares)
+CHAPTER_WORKERS = STRONG_UP_TO
+
+
+def chapter_workers(usable_cores: int) -> int:
+    """Workers of a chapter's parallel claim (threads or processes against serial): at most
+    ``CHAPTER_WORKERS``. Such a claim runs the same N tasks serially as its baseline, so a round
+    lasts N tasks: at 128 cores, 128 tasks serially, minutes per claim. Its point (that the
+    mechanism runs work in parallel at all) shows at 2 to 4 workers; how far each backend scales,
+    up to every usable core, is the scaling study's (benchmarks/test_scaling.py), whose points are
+    sized so that a round lasts about two shares at any N."""
+    return max(1, min(usable_cores, CHAPTER_WORKERS))
 
 
 @dataclass(frozen=True)
@@ -227,11 +239,25 @@ def record_point(extra_info: dict[str, Any], name: str, backend: str, workload: 
                              "contested": figures["contested_rounds"] * 2 >= figures["rounds"]}
 
 
+def of_the_pool_ideal(point: dict[str, Any], limits: Limits) -> str:
+    """At the whole node (the workers the limits ran on): the point's speedup as a fraction of the
+    process-pool ideal measured in this session, kept in the point (``fraction_of_pool_ideal``,
+    with the ideal) and said in words; "" at smaller points, which no limit was measured for."""
+    if point.get("workers") != limits.processes or not limits.pool_ideal > 0:
+        return ""
+    fraction = point["speedup"] / limits.pool_ideal
+    point.update(fraction_of_pool_ideal=fraction, pool_ideal=limits.pool_ideal)
+    return (f"speedup {point['speedup']:.2f} = {fraction:.0%} of the process-pool ideal "
+            f"{limits.pool_ideal:.2f}x measured this session")
+
+
 def measure_point(speedup: Any, extra_info: dict[str, Any], backend: str, workload: str, work: PointWork,
                   one_share: Callable[[], object], parallel: Callable[[], object], physical: int,
-                  scales: bool = True) -> None:
+                  scales: bool = True, limits: Limits | None = None,
+                  note: Callable[[str], object] | None = None) -> None:
     """One point as its own interleaved claim through the ``speedup`` fixture (``baseline_shares``
-    runs of ``one_share`` against ``parallel``), then its point recorded, whatever the verdict."""
+    runs of ``one_share`` against ``parallel``), then its point recorded, whatever the verdict;
+    at the whole node, with ``limits``, its fraction of the pool ideal too (on the ``note`` line)."""
     name = f"{backend} x{work.workers}: {work.describe()}"
 
     def serial() -> None:
@@ -243,3 +269,7 @@ def measure_point(speedup: Any, extra_info: dict[str, Any], backend: str, worklo
                 same_work=work.same_work, name=name)
     finally:
         record_point(extra_info, name, backend, workload, work)
+        point = extra_info.get("scaling")
+        said = of_the_pool_ideal(point, limits) if point and limits is not None else ""
+        if said and note is not None:
+            note(said)

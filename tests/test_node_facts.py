@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from pytest_hpcdemo import fingerprint, limits
 
 CPUINFO_X86 = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9654 96-Core Processor\n"
@@ -71,3 +73,21 @@ def test_cache_size_from_sys(tmp_path: Path) -> None:
 
 def test_rates_count_bytes_as_stream_does() -> None:
     assert limits.rates({"copy": 1.0, "triad": 2.0}, 1000) == {"copy": 16_000.0, "triad": 12_000.0}
+
+
+def test_limits_state_bandwidth_as_a_share_of_linear_and_points_as_a_share_of_the_pool_ideal() -> None:
+    """Injected figures of a 128-core node: its all-core copy is a quarter of 128 one-core copies;
+    the full-node point states its fraction of the pool ideal, a smaller point states none."""
+    from pytest_hpcdemo import scaling
+
+    node = limits.Limits(processes=128, copy_one=10e9, triad_one=9e9, copy_all=320e9, triad_all=288e9,
+                         python_one=5e6, python_all=500e6, elements_one=1, elements_all=1, foreign_load=0.0)
+    assert node.bandwidth_share("copy") == pytest.approx(0.25)
+    assert node.as_dict()["triad_share_of_linear"] == pytest.approx(0.25)
+    assert "320.0 GB/s on 128 (25% of 128 x 1 core)" in node.lines()[0]
+    full = {"workers": 128, "speedup": 80.0}
+    assert scaling.of_the_pool_ideal(full, node) == ("speedup 80.00 = 80% of the process-pool ideal 100.00x "
+                                                     "measured this session")
+    assert full["fraction_of_pool_ideal"] == pytest.approx(0.8) and full["pool_ideal"] == pytest.approx(100)
+    half = {"workers": 64, "speedup": 50.0}
+    assert scaling.of_the_pool_ideal(half, node) == "" and "fraction_of_pool_ideal" not in half
