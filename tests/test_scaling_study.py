@@ -116,3 +116,9 @@ def test_record_point_turns_the_measured_ratio_into_efficiency() -> None:
     direct: dict = {"claims": {"p x128": {**figures, "speedup_median": 0.5, "candidate_s": [0.4] * 5}}}
     scaling.record_point(direct, "p x128", "processes", "cpu", scaling.work_per_point(128, 10))
     assert direct["scaling"]["efficiency"] == pytest.approx(0.5) and direct["scaling"]["speedup"] == 64
+
+
+@pytest.mark.parametrize("cores, workers", [(1, 1), (2, 2), (4, 4), (16, 4), (128, 4)])
+def test_chapter_claims_stop_at_a_few_workers_the_study_goes_on(cores: int, workers: int) -> None:
+    assert scaling.chapter_workers(cores) == workers
+    assert scaling.points(cores)[-1] == cores  # the study's last point is the whole node
