@@ -161,7 +161,11 @@ def fingerprint() -> dict[str, Any]:
 def line(fp: Mapping[str, Any]) -> str:
     """One header line: the fields a person checks first."""
     smt = {True: "SMT on", False: "SMT off", None: "SMT unknown"}[fp["smt"]]
-    blas = ", ".join(f"{p['internal_api']} {p['num_threads']} threads" for p in fp["blas"])
+    pools: dict[str, int] = {}  # NumPy and SciPy may each bring a copy of one library
+    for p in fp["blas"]:
+        name = f"{p['internal_api']} {p['num_threads']} threads"
+        pools[name] = pools.get(name, 0) + 1
+    blas = ", ".join(name + (f" ({n} copies)" if n > 1 else "") for name, n in pools.items())
     governor = fp["governor"] or "not readable"
     return (f"{fp['cpu_model'] or 'unknown CPU'}: {fp['physical_cores']} physical / {fp['logical_cores']} "
             f"logical cores, {smt}, {fp['numa_nodes']} NUMA node(s), governor {governor}; "

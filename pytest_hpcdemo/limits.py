@@ -113,6 +113,12 @@ class Limits:
     foreign_load: float  # cores' worth of other processes' CPU meanwhile: the figures are theirs too
 
     @property
+    def loaded(self) -> bool:
+        """Other processes took more than half a core meanwhile (the gate's default busy load): the
+        all-core figures are then what this session got, not what the machine can do."""
+        return self.foreign_load > 0.5
+
+    @property
     def pool_ideal(self) -> float:
         """The process-pool ideal: all cores' pure-Python rate over one core's."""
         return self.python_all / self.python_one
@@ -142,7 +148,9 @@ class Limits:
             f"pure Python: {self.python_one / 1e6:.1f} M iterations/s on 1 core, "
             f"{self.python_all / 1e6:.1f} M on {self.processes} processes: "
             f"process-pool ideal {self.pool_ideal:.2f}x; "
-            f"foreign load {self.foreign_load:.2f} cores meanwhile",
+            f"foreign load {self.foreign_load:.2f} cores meanwhile"
+            + ("; LOADED: the all-core figures are what other processes left, not this machine's limits"
+               if self.loaded else ""),
         ]
 
 

@@ -7,7 +7,10 @@ pool workers, a local Ray cluster's raylet, workers and object store) is reset (
 upper bound of the tree's peak (the processes may peak at different moments, and pages they share
 count in each). Reset and read happen outside the timed call, so the timing is untouched. No
 sampling thread: nothing runs beside the measured code. Processes that start and end inside one
-call (a pool made and shut down within it) are not seen.
+call (a pool made and shut down within it) are not seen. Right after the reset each mark is the
+process's resident size, so the sum then is what the tree held when the call began; the peak's
+growth over it is the call's own memory, which the gate compares (the resident floor under the
+peak depends on what else the session imported and ran before).
 
 What one process holds: its unique pages (USS, ``/proc/PID/smaps_rollup``), which is what a pool
 worker costs, and its anonymous pages (``RssAnon``), which is what a copy of data costs (pages of a

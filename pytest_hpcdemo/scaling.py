@@ -246,9 +246,10 @@ def of_the_pool_ideal(point: dict[str, Any], limits: Limits) -> str:
     if point.get("workers") != limits.processes or not limits.pool_ideal > 0:
         return ""
     fraction = point["speedup"] / limits.pool_ideal
-    point.update(fraction_of_pool_ideal=fraction, pool_ideal=limits.pool_ideal)
+    point.update(fraction_of_pool_ideal=fraction, pool_ideal=limits.pool_ideal, limits_loaded=limits.loaded)
+    loaded = f" (under {limits.foreign_load:.1f} cores of foreign load)" if limits.loaded else ""
     return (f"speedup {point['speedup']:.2f} = {fraction:.0%} of the process-pool ideal "
-            f"{limits.pool_ideal:.2f}x measured this session")
+            f"{limits.pool_ideal:.2f}x measured this session{loaded}")
 
 
 def measure_point(speedup: Any, extra_info: dict[str, Any], backend: str, workload: str, work: PointWork,

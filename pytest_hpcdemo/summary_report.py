@@ -43,7 +43,7 @@ def timing_claim_rows(run: Run) -> list[tuple[str, str, str, str, str]]:
                 metric, _, threshold = c["claim"].partition(" ")
                 figure = f"{metric} {c['median']:.3g} [{c['ci_low']:.3g}, {c['ci_high']:.3g}]"
                 if math.isnan(c["median"]):
-                    figure = f"{metric}: no round free of other processes' load"
+                    figure = f"{metric}: no round free of other processes' load (Claims: the loaded rounds)"
                 rows.append((bench["fullname"], name, figure, threshold, c["verdict"]))
     return rows
 
@@ -56,14 +56,22 @@ def _interval(value: float, ci: Sequence[float] | None, digits: str = ".2f") -> 
     return f"{value:{digits}} [{ci[0]:{digits}}, {ci[1]:{digits}}]"
 
 
+def _of_ideal(p: dict[str, Any]) -> str:
+    if "fraction_of_pool_ideal" not in p:
+        return ""
+    loaded = " (limits measured under load)" if p.get("limits_loaded") else ""
+    return f"{p['fraction_of_pool_ideal']:.0%} of {p['pool_ideal']:.2f}x{loaded}"
+
+
 def scaling_rows(series: dict[tuple[str, str], list[dict[str, Any]]]) -> list[tuple[str, ...]]:
-    """(backend, workers, efficiency, speedup, Karp-Flatt, note) per point, each with its interval."""
+    """(backend, workers, efficiency, speedup, share of the pool ideal, Karp-Flatt, note) per point,
+    each with its interval."""
     rows: list[tuple[str, ...]] = []
     for (workload, backend), points in series.items():
         for p in sorted(points, key=lambda p: p["workers"]):
             rows.append((f"{backend} ({workload})", str(p["workers"]),
                          _interval(p.get("efficiency", math.nan), p.get("efficiency_ci")),
-                         _interval(p["speedup"], p.get("ci")),
+                         _interval(p["speedup"], p.get("ci")), _of_ideal(p),
                          _interval(p.get("karp_flatt", math.nan), p.get("karp_flatt_ci"), ".3f"),
                          "others took the cores" if p.get("contested") else ""))
     return rows
@@ -79,6 +87,23 @@ def memory_rows(run: Run) -> list[tuple[str, float, float]]:
                 rows.append((name, mem["baseline_peak_rss_bytes"] / 2**20,
                              mem["candidate_peak_rss_bytes"] / 2**20))
     return rows
+
+
+def growth_cells(run: Run) -> dict[str, tuple[str, str]]:
+    """Each claim's median growth of the peak during a call (what the gate compares), baseline and
+    candidate, in MiB; "-" for runs saved before it was recorded."""
+    from .gate import median
+
+    def cell(values: Sequence[float] | None) -> str:
+        return f"{median(values) / 2**20:.1f}" if values else "-"
+
+    cells = {}
+    for bench in run.benchmarks:
+        for name, figures in ((bench.get("extra_info") or {}).get("claims") or {}).items():
+            mem = figures.get("memory") or {}
+            cells[name] = (cell(mem.get("baseline_rss_growth_per_call")),
+                           cell(mem.get("candidate_rss_growth_per_call")))
+    return cells
 
 
 def node_lines(run: Run) -> list[str]:
@@ -159,15 +184,19 @@ def write_report(folder: Path, current: Run, history: Sequence[Run], gate: GateR
     except RuntimeError as exc:  # matplotlib missing: the summary is still written
         notes.append(f"plots skipped: {exc}")
 
+    growth = growth_cells(current)
     sections: list[tuple[str, Sequence[str], list[Sequence[str]]]] = [
         ("Node", ("fact",), [(text,) for text in node_lines(current)]),
         ("Claims", ("verdict", "claim", "figures and thresholds"),
          [((r.verdict or "not run"), r.nodeid, r.line or r.title) for r in claims]),
         ("Scaling", ("backend", "workers", "efficiency [interval]", "speedup [interval]",
-                     "Karp-Flatt serial fraction", "note"), list(scaling_rows(series))),
+                     "share of the process-pool ideal (whole node)", "Karp-Flatt serial fraction", "note"),
+         list(scaling_rows(series))),
         ("Amdahl fits", ("series", "serial fraction [fits to the intervals' ends]", "points fitted"), fits),
-        ("Memory", ("measurement", "baseline peak MiB", "candidate peak MiB"),
-         [(name, f"{b:.0f}", f"{c:.0f}") for name, b, c in memory_rows(current)]),
+        ("Memory", ("measurement", "peak RSS of the process tree, MiB: baseline", "candidate",
+                    "growth during a call (median, gated), MiB: baseline", "candidate"),
+         [(name, f"{b:.0f}", f"{c:.0f}", *growth.get(name, ("-", "-")))
+          for name, b, c in memory_rows(current)]),
         ("Timing claims", ("test", "measurement", "figure [interval]", "threshold", "verdict"),
          list(timing_claim_rows(current))),
     ]
@@ -176,7 +205,7 @@ def write_report(folder: Path, current: Run, history: Sequence[Run], gate: GateR
                          ("verdict", "series", "details"),
                          [(c.outcome.value, c.series.key, c.line().partition(": ")[2])
                           for c in gate.changes]))
-        notes += [line for line in gate.lines() if line.startswith(("REFUSED", "FLAGGED"))]
+        notes += [line for line in gate.lines() if line.startswith(("REFUSED", "FORCED", "NOTE", "FLAGGED"))]
 
     md = ["# pytest-hpcdemo report", "", *(f"> {n}" for n in notes), ""]
     body = ["<h1>pytest-hpcdemo report</h1>", *(f"<p><b>{html.escape(n)}</b></p>" for n in notes)]
