@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .gate import DEFAULT_BUSY_LOAD, Run
+from .gate import DEFAULT_BUSY_LOAD, MEMORY, Run
 from .scaling import amdahl_fit, amdahl_speedup
 
 MISSING = "matplotlib is not installed: pip install 'pytest-hpcdemo[report]'"
@@ -81,27 +81,34 @@ def short_label(label: str) -> str:
 
 
 def trend_plot(runs: Sequence[Run], path: Path) -> None:
-    """Each benchmark's median time relative to its first run, and each claim's median speedup.
-    Hollow markers: the machine was too busy for the gate to compare that run."""
+    """Each benchmark's median time relative to its first run, each claim's median metric
+    (speedup, parallelism), and, where recorded, each claim's median peak RSS growth per call in
+    MiB (the memory the gate compares), one panel each. Hollow markers: the machine was too busy
+    for the gate to compare that run."""
     plt = _pyplot()
-    fig, (times, ratios) = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True)
     keys = {k: s.kind for run in runs for k, s in run.series.items() if s.samples}
+    with_memory = MEMORY in keys.values()
+    panels = 3 if with_memory else 2
+    fig, axes = plt.subplots(panels, 1, figsize=(10, 3.2 * panels), sharex=True)
+    times, ratios = axes[0], axes[1]
     for key, kind in keys.items():
         points = [(i, s.median, bool(s.busy_reason(DEFAULT_BUSY_LOAD))) for i, run in enumerate(runs)
                   if (s := run.series.get(key)) is not None and s.samples]
-        ax = times if kind == "time" else ratios
-        scale = points[0][1] if kind == "time" else 1.0
+        ax = times if kind == "time" else axes[2] if kind == MEMORY else ratios
+        scale = points[0][1] if kind == "time" else 2**20 if kind == MEMORY else 1.0
         (line,) = ax.plot([p[0] for p in points], [p[1] / scale for p in points], "-",
                           label=key.rpartition("::")[2])
         for x, y, busy in points:
             ax.plot(x, y / scale, "o", color=line.get_color(), mfc="white" if busy else line.get_color())
     times.axhline(1.0, color="grey", lw=0.8)
     times.set_ylabel("median time / first run's")
-    ratios.set_ylabel("median speedup")
-    ratios.set_xticks(range(len(runs)))
-    ratios.set_xticklabels([short_label(r.label) for r in runs], rotation=30, ha="right", fontsize="small")
+    ratios.set_ylabel("median of the claim's metric\n(speedup, parallelism)")
+    if with_memory:
+        axes[2].set_ylabel("median peak RSS growth\nper call, MiB")
+    axes[-1].set_xticks(range(len(runs)))
+    axes[-1].set_xticklabels([short_label(r.label) for r in runs], rotation=30, ha="right", fontsize="small")
     times.set_title("history of this machine's runs (hollow: machine busy, not compared)")
-    for ax in (times, ratios):
+    for ax in axes:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.0, 0.5))
