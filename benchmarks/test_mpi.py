@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from pytest_hpcdemo import limits
-from pytest_hpcdemo.measure import at_least, scaling_floor
+from pytest_hpcdemo.core.measure import at_least, scaling_floor
+from pytest_hpcdemo.node import limits
 
 np = pytest.importorskip("numpy")
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from pytest_hpcdemo import gate
 from pytest_hpcdemo.__main__ import main
-from pytest_hpcdemo.gate import Outcome, Run, Series, Thresholds
+from pytest_hpcdemo.gate import history as gate
+from pytest_hpcdemo.gate.history import Outcome, Run, Series, Thresholds
 
 HW = {"usable_cores": 2, "gil_enabled": True, "gpu": {"devices": []}, "mpi": {"world_size": 1}}
 MACHINE = {"node": "box", "cpu": {"brand_raw": "cpu"}, "python_version": "3.11.7", "hpcdemo": HW}
@@ -642,7 +642,7 @@ def test_continuous_pairs_memory_as_it_pairs_time() -> None:
     """In interleaved session pairs (``continuous``) each side's memory is one more paired series:
     a candidate that allocates twice as much is flagged, an unchanged baseline side is not, and a
     one-arena shift is no regression."""
-    from pytest_hpcdemo.continuous import compare_sessions, session_figures
+    from pytest_hpcdemo.gate.continuous import compare_sessions, session_figures
 
     rng = random.Random(13)
 

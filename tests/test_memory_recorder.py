@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from pytest_hpcdemo import memory
-from pytest_hpcdemo.measure import timed
+from pytest_hpcdemo.core.measure import timed
+from pytest_hpcdemo.node import memory
 
 pytestmark = pytest.mark.skipif(not memory.supported(), reason="needs Linux's /proc/PID/clear_refs (4.0+)")
 
@@ -99,8 +99,8 @@ def test_unrelated_callables_are_run_untracked() -> None:
 # its time is scripted (the memory is under test), so the timing series never decide the gate.
 GATED = """
 import mmap
-from pytest_hpcdemo import measure
-from pytest_hpcdemo.measure import at_least
+from pytest_hpcdemo.core import measure
+from pytest_hpcdemo.core.measure import at_least
 
 MIB_PER_CALL = {mib}
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_hpcdemo import fingerprint, limits
+from pytest_hpcdemo.node import fingerprint, limits
 
 CPUINFO_X86 = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9654 96-Core Processor\n"
 CPUINFO_ARM = "processor\t: 0\nBogoMIPS\t: 50.00\nCPU part\t: 0xd40\n"
@@ -78,7 +78,7 @@ def test_rates_count_bytes_as_stream_does() -> None:
 def test_limits_state_bandwidth_as_a_share_of_linear_and_points_as_a_share_of_the_pool_ideal() -> None:
     """Injected figures of a 128-core node: its all-core copy is a quarter of 128 one-core copies;
     the full-node point states its fraction of the pool ideal, a smaller point states none."""
-    from pytest_hpcdemo import scaling
+    from pytest_hpcdemo.node import scaling
 
     node = limits.Limits(processes=128, copy_one=10e9, triad_one=9e9, copy_all=320e9, triad_all=288e9,
                          python_one=5e6, python_all=500e6, elements_one=1, elements_all=1, foreign_load=0.0)

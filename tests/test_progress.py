@@ -14,14 +14,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from pytest_hpcdemo import progress
+from pytest_hpcdemo.report import progress
 
 ROOT = Path(__file__).resolve().parents[1]
 
 # A claim decided after some rounds of real (slept) time, scripted so that it holds every time.
 SLOW = """
 import time
-from pytest_hpcdemo.measure import Timing, at_least
+from pytest_hpcdemo.core.measure import Timing, at_least
 
 def test_slow(speedup):
     def baseline(): pass
@@ -120,7 +120,7 @@ def test_verbose_without_a_terminal_prints_a_periodic_line(pytester: pytest.Pyte
     pytester.makeini("[pytest]\nhpcdemo = true\n")
     pytester.makeconftest("""
 import pytest
-from pytest_hpcdemo import progress
+from pytest_hpcdemo.report import progress
 
 @pytest.fixture(autouse=True)
 def short_period(monkeypatch):
