@@ -88,3 +88,15 @@ def test_contested_points_are_drawn_but_not_fitted(tmp_path: Path) -> None:
     fraction = plots.scaling_plot("t", points, tmp_path / "s.png")
     assert fraction == pytest.approx(plots.amdahl_serial_fraction([(2, 1.9)]))
     assert (tmp_path / "s.png").read_bytes().startswith(PNG)
+
+
+def test_the_scaling_table_states_the_pool_ideal_share_and_hides_a_loaded_serial_fraction() -> None:
+    from pytest_hpcdemo.report.html import scaling_rows
+
+    full = {"workers": 2, "speedup": 1.8, "ci": [1.7, 1.9], "efficiency": 0.9, "efficiency_ci": [0.85, 0.95],
+            "karp_flatt": 0.11, "karp_flatt_ci": [0.05, 0.17], "fraction_of_pool_ideal": 0.95,
+            "pool_ideal": 1.9}
+    loaded = {"workers": 1, "speedup": 0.7, "karp_flatt": 1.4, "contested": True}
+    rows = scaling_rows({("cpu", "processes"): [full, loaded]})
+    assert rows[0][4:6] == ("", "- (loaded)") and rows[0][-1] == "others took the cores"
+    assert rows[1][4:6] == ("95% of 1.90x", "0.110 [0.050, 0.170]")

@@ -72,6 +72,8 @@ def scaling_rows(series: dict[tuple[str, str], list[dict[str, Any]]]) -> list[tu
             rows.append((f"{backend} ({workload})", str(p["workers"]),
                          _interval(p.get("efficiency", math.nan), p.get("efficiency_ci")),
                          _interval(p["speedup"], p.get("ci")), _of_ideal(p),
+                         # a serial fraction from loaded rounds is the load's, often above 1: not shown
+                         "- (loaded)" if p.get("contested") else
                          _interval(p.get("karp_flatt", math.nan), p.get("karp_flatt_ci"), ".3f"),
                          "others took the cores" if p.get("contested") else ""))
     return rows
