@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from .simhosts import SimHosts, end_processes
+from .simhosts import SimHost, SimHosts, end_processes
 
 OUTPUT_TAIL = 4000
 VERDICT_WORDS = ("HOLDS", "FAILS", "INCONCLUSIVE")
@@ -157,21 +158,58 @@ def _run(hosts: SimHosts, command: Sequence[str], results: Path, junit: str, env
 
 
 # ---------------------------------------------------------------------------------------------
+# The outer side, shared by the MPI and the Ray cluster files
+
+
+def inner_args(config: pytest.Config, results: Path, selection: Sequence[str]) -> list[str]:
+    """The inner run's options: ``selection`` (``-m``/``-k``), its own ``--basetemp`` under
+    ``results``, and this session's budget and confidence."""
+    return [*selection, f"--basetemp={results / 'base'}",
+            f"--hpc-budget={config.getoption('hpc_budget'):g}",
+            f"--hpc-confidence={config.getoption('hpc_confidence'):g}"]
+
+
+def left_nothing(hosts: SimHosts) -> None:
+    """Fail the calling fixture if processes outlived the simulated hosts' teardown."""
+    if hosts.left_over:
+        pytest.fail(f"processes outlived the simulated hosts: {hosts.left_over}", pytrace=False)
+
+
+def mirror_claim(run: InnerRun, inner: str, claim: Any) -> dict[str, Any]:
+    """The outer test of inner test ``inner``: its outcome, and its line of the claim summary."""
+    figures = run.mirror(inner)
+    claim(run.summary_line(inner))
+    return figures
+
+
+# ---------------------------------------------------------------------------------------------
 # Ray: a head node on the first host, a worker node on each other host, the driver beside the head
 
 RAY_PORT = 6379
-START_TRIES = 2  # Ray gives a node 30 s to register: a loaded machine can miss that once
 RAY_OBJECT_STORE_BYTES = 150 * 2**20
+# Each host has its own port space, so fixed agent ports collide with nothing; given, the raylet
+# does not wait for its agents to write them (it still waits, 15 s at most, for the agent's HTTP port).
 RAY_AGENT_PORTS = {"metrics-export-port": 20001, "dashboard-agent-listen-port": 20002,
                    "dashboard-agent-grpc-port": 20003, "runtime-env-agent-port": 20004}
 RAY_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_AUTH_MODE": "token",  # every node and the driver: the token in ~/.ray, shared by the hosts
-    "RAY_agent_register_timeout_ms": "120000",  # a loaded machine starts a node's agents slowly
-    "RAY_raylet_start_wait_time_s": "120",
+    "RAY_AUTH_MODE": "token",  # every node and the driver, with the same token (RAY_AUTH_TOKEN_PATH)
+    "RAY_worker_niceness": "0",  # workers at the driver's priority, as the local cluster runs them
     "RAY_health_check_period_ms": "1000",  # a killed node is declared dead within seconds
     "RAY_health_check_failure_threshold": "3",
 }
+NODE_START_TRIES = 3  # a node that did not come up is ended and started again, this many times at most
+
+
+@dataclass
+class RayNodes:
+    """A Ray cluster on simulated hosts: the head's address, each host's environment (the same
+    token everywhere, each host's own temporary directory), and how its start went."""
+
+    address: str
+    env: dict[str, dict[str, str]]  # by host name
+    start_s: float = 0.0  # from the first ``ray start`` until every node had registered
+    tries: dict[str, int] = field(default_factory=dict)  # ``ray start`` calls per host
 
 
 def ray_executable() -> str | None:
@@ -179,39 +217,92 @@ def ray_executable() -> str | None:
     return str(beside) if beside.exists() else shutil.which("ray")
 
 
-def start_ray_nodes(hosts: SimHosts, ray: str, env: Mapping[str, str], timeout: float) -> str:
-    """A head node on ``hosts[0]`` and a worker node on each other host, one CPU each, no dashboard,
-    each node's files under its own temporary directory; the head's address. A node that does not
-    start skips the test with Ray's words (a loaded machine can time Ray's own start-up out)."""
-    head = hosts[0]
-    address = f"{head.address}:{RAY_PORT}"
-    # Fixed agent ports (each host has its own port space): the raylet then need not wait for its
-    # agents to write theirs, which on a loaded machine times its start-up out.
-    common = ["--num-cpus=1", f"--object-store-memory={RAY_OBJECT_STORE_BYTES}", "--disable-usage-stats",
-              *(f"--{option}={port}" for option, port in RAY_AGENT_PORTS.items())]
+def ray_node_env(hosts: SimHosts) -> dict[str, dict[str, str]]:
+    """Each host's Ray environment: a token made for this cluster (a file in the scratch, readable by
+    us only) and the host's own RAY_TMPDIR there, apart from any other Ray's /tmp/ray."""
+    import secrets
+
+    token = hosts.scratch / "ray_auth_token"
+    token.touch(mode=0o600)
+    token.write_text(secrets.token_hex(32))  # as `ray get-auth-token --generate` makes one
+    envs = {}
     for host in hosts:
-        role = (["--head", f"--port={RAY_PORT}", "--include-dashboard=false"] if host is head
-                else [f"--address={address}"])
-        command = [ray, "start", *role, f"--node-ip-address={host.address}", *common]
-        why = ""
-        for _ in range(START_TRIES):
-            end_processes(host.netns)  # a failed try's processes
-            try:
-                done = hosts.run(host, command, capture_output=True, text=True, env={**os.environ, **env},
-                                 timeout=timeout, stdin=subprocess.DEVNULL)
-            except subprocess.TimeoutExpired:
-                why = f"not within {timeout:g} s"
-                continue
-            if done.returncode == 0:
-                break
-            why = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
-        else:
-            pytest.skip(f"the Ray node on {host.hostname} did not start in {START_TRIES} tries (load "
-                        f"average {os.getloadavg()[0]:.1f}): {why}")
-    return address
+        tmp = hosts.scratch / host.hostname
+        tmp.mkdir(exist_ok=True)
+        envs[host.hostname] = {**RAY_ENV, "RAY_AUTH_TOKEN_PATH": str(token), "RAY_TMPDIR": str(tmp)}
+    return envs
 
 
-def ray_driver_run(hosts: SimHosts, test_file: Path, args: Sequence[str], results: Path,
+def _last_words(log: Path) -> str:
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    errors = [line for line in lines if "Error" in line or "Exception" in line or "timed out" in line]
+    return (errors or lines or ["(no output)"])[-1][:300]
+
+
+def start_ray_nodes(hosts: SimHosts, ray: str, deadline_s: float) -> RayNodes:
+    """A head node on ``hosts[0]`` and a worker node joining from each other host, one CPU each,
+    no dashboard or log monitor; all within ``deadline_s``, or the test is skipped with Ray's words.
+
+    Each ``ray start`` runs in a session of its own at raised priority (``SimHosts.popen_daemon``),
+    its output to a file: its daemons inherit what it was started with, and a pipe would stay open
+    as long as they live. Ray's own limits are short and fixed: a raylet aborts when its dashboard
+    agent has not written its HTTP port within 15 s, and ``ray start`` gives the node 30 s to
+    register; on a loaded machine the agent's imports alone take longer, hence the priority. A node
+    that misses them is ended and started again (``NODE_START_TRIES``). Every host is put back to
+    normal priority once all nodes are up, before anything is measured."""
+    head = hosts[0]
+    nodes = RayNodes(f"{head.address}:{RAY_PORT}", ray_node_env(hosts))
+    common = ["--num-cpus=1", f"--object-store-memory={RAY_OBJECT_STORE_BYTES}", "--disable-usage-stats",
+              "--include-log-monitor=false",
+              *(f"--{option}={port}" for option, port in RAY_AGENT_PORTS.items())]
+    end = time.monotonic() + deadline_s
+    try:
+        for host in hosts:
+            role = (["--head", f"--port={RAY_PORT}", "--include-dashboard=false"] if host is head
+                    else [f"--address={nodes.address}"])
+            command = [ray, "start", *role, f"--node-ip-address={host.address}", *common]
+            why = _start_node(hosts, host, command, nodes, end)
+            if why is not None:
+                pytest.skip(f"the Ray node on {host.hostname} did not come up in "
+                            f"{nodes.tries[host.hostname]} tries within {deadline_s:g} s "
+                            f"(load average {os.getloadavg()[0]:.1f}): {why}")
+        nodes.start_s = deadline_s - (end - time.monotonic())
+    finally:
+        for host in hosts:
+            hosts.renice(host, 0)
+    return nodes
+
+
+def _start_node(hosts: SimHosts, host: SimHost, command: Sequence[str], nodes: RayNodes,
+                end: float) -> str | None:
+    """``ray start`` on ``host``, tried again while it fails and time is left; None once it ends
+    well (the node has registered), else the last try's reason."""
+    why = "no time left"
+    for attempt in range(1, NODE_START_TRIES + 1):
+        left = end - time.monotonic()
+        if left < 1:
+            break
+        nodes.tries[host.hostname] = attempt
+        end_processes(host.netns)  # what a failed try left
+        log = hosts.scratch / f"ray-start-{host.hostname}-{attempt}.log"
+        with log.open("w") as out:
+            started = hosts.popen_daemon(host, command, stdout=out, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL,
+                                         env={**os.environ, **nodes.env[host.hostname]})
+        try:
+            if started.wait(timeout=left) == 0:
+                return None
+            why = _last_words(log)
+        except subprocess.TimeoutExpired:
+            started.kill()
+            started.wait()
+            why = f"`ray start` had not ended when the time was up ({_last_words(log)})"
+    nodes.tries.setdefault(host.hostname, 0)
+    return why
+
+
+def ray_driver_run(hosts: SimHosts, nodes: RayNodes, test_file: Path, args: Sequence[str], results: Path,
                    env: Mapping[str, str], timeout: float) -> InnerRun:
     """``test_file`` run by a driver on the head's host, connected through RAY_ADDRESS."""
-    return _run(hosts, inner_pytest(test_file, results, args), results, "junit.xml", env, timeout)
+    full = {**nodes.env[hosts[0].hostname], "RAY_ADDRESS": nodes.address, **env}
+    return _run(hosts, inner_pytest(test_file, results, args), results, "junit.xml", full, timeout)
