@@ -144,13 +144,20 @@ def test_get_of_an_object_on_another_node_is_a_transfer_that_grows_with_size(ray
     del first, second
     other_large, other_small = GetOf(ray, there, LARGE), GetOf(ray, there, SMALL)
     same_large, same_small = same_node, GetOf(ray, here, SMALL)
-    mib = f"{LARGE >> 20} MiB"
-    speedup(other_large, same_large, [at_least("speedup", 2.0)], cores_needed=1, run=prepared,
-            name=f"get of {mib}: from another node vs from the driver's")
-    speedup(other_large, other_small, [at_least("speedup", 2.0)], cores_needed=1, run=prepared,
-            name=f"get from another node: {mib} vs {SMALL >> 20} MiB")
-    speedup(same_large, same_small, [at_most("speedup", 2.0)], cores_needed=1, run=prepared,
-            name=f"get from the driver's node: {mib} vs {SMALL >> 20} MiB")
+    mib, small = f"{LARGE >> 20} MiB", f"{SMALL >> 20} MiB"
+    claims = [
+        (other_large, same_large, at_least("speedup", 2.0), f"get of {mib}: another node vs the driver's"),
+        (other_large, other_small, at_least("speedup", 2.0), f"get from another node: {mib} vs {small}"),
+        (same_large, same_small, at_most("speedup", 2.0), f"get from the driver's node: {mib} vs {small}"),
+    ]
+    ended = []  # each claim is measured and reported; the test ends as the worst of them
+    for slower, faster, bound, name in claims:
+        try:
+            speedup(slower, faster, [bound], cores_needed=1, run=prepared, name=name)
+        except (pytest.fail.Exception, pytest.skip.Exception) as exc:
+            ended.append(exc)
+    if ended:
+        raise next((e for e in ended if isinstance(e, pytest.fail.Exception)), ended[0])
 
 
 class Tally:

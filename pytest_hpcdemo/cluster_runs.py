@@ -63,11 +63,18 @@ class InnerRun:
 
 
     def summary_line(self, name: str) -> str:
-        """The inner run's line for ``name`` in its claim summary (verdict words stripped)."""
-        for line in self.output.splitlines():
+        """The inner run's line for ``name`` in its claim summary (verdict words stripped, the
+        summary's wrapped continuation lines joined)."""
+        lines = self.output.splitlines()
+        for i, line in enumerate(lines):
             words = line.split(maxsplit=2)
-            if len(words) == 3 and words[0] in VERDICT_WORDS and _name(words[1]) == name:
-                return f"{name}: {words[2]}"
+            if len(words) >= 2 and words[0] in VERDICT_WORDS and _name(words[1]) == name:
+                text = words[2:]
+                for more in lines[i + 1:]:
+                    if not more.startswith(" ") or not more.strip():
+                        break
+                    text.append(more.strip())
+                return f"{name}: {' '.join(text)}" if text else name
         return name
 
 
