@@ -3,10 +3,10 @@
 The claims need a Ray cluster of at least 2 nodes and a driver on one of them:
 ``RAY_ADDRESS=head:6379 pytest benchmarks/test_cluster_ray.py`` (docs/cluster.md); without
 RAY_ADDRESS they skip with that reason, before any cluster is started. ``pytest benchmarks`` runs
-them itself on two simulated hosts (network namespaces, pytest_hpcdemo.simhosts) where the machine
-allows it (root and ``ip netns``), and skips them with the reason where it does not: a head node on
-the first host, a worker node joining from the second (one CPU each), and the driver beside the
-head. The claim that kills a worker node runs only where the test started the cluster itself
+them itself on two simulated hosts (network namespaces, pytest_hpcdemo.cluster.simhosts) where the
+machine allows it (root and ``ip netns``), and skips them with the reason where it does not: a head
+node on the first host, a worker node joining from the second (one CPU each), and the driver beside
+the head. The claim that kills a worker node runs only where the test started the cluster itself
 (HPCDEMO_MAY_KILL_A_NODE=1), never on a cluster it was pointed at.
 """
 
@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-from pytest_hpcdemo import measure
-from pytest_hpcdemo.measure import at_least, at_most
+from pytest_hpcdemo.core import measure
+from pytest_hpcdemo.core.measure import at_least, at_most
 
 TIMEOUT = 120.0  # every ray.get here has one: a node that died must not hang the run
 SMALL, LARGE = 2**20, 2**25  # bytes: 1 MiB and 32 MiB, both in the object store
@@ -319,7 +319,8 @@ def check_listeners(hosts: Any, ours: set[int], found: SimulatedCluster) -> None
 
 
 def processes_on(hosts: Any) -> dict[int, Any]:
-    from pytest_hpcdemo import ray_cluster, simhosts
+    from pytest_hpcdemo.cluster import simhosts
+    from pytest_hpcdemo.ray import cluster as ray_cluster
 
     return {pid: ray_cluster.Proc.of(pid) for host in hosts for pid in simhosts.pids_in(host.netns)}
 
@@ -329,7 +330,7 @@ def check_left(hosts: Any, seen: dict[int, Any], found: SimulatedCluster) -> Non
     scratch directory (Ray's session, sockets, logs), no namespace, veth or file of the run."""
     import subprocess
 
-    from pytest_hpcdemo import simhosts
+    from pytest_hpcdemo.cluster import simhosts
 
     found.seen = len(seen)
     found.left += [f"process {p.pid} ({Path(f'/proc/{p.pid}/comm').read_text().strip()})"
@@ -353,7 +354,8 @@ def check_left(hosts: Any, seen: dict[int, Any], found: SimulatedCluster) -> Non
 def simulated_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """This file's Ray claims, run once by a driver on a 2-node cluster of simulated hosts; the
     listeners checked while it runs, and what is left checked after the teardown."""
-    from pytest_hpcdemo import cluster_runs, simhosts
+    from pytest_hpcdemo.cluster import runs as cluster_runs
+    from pytest_hpcdemo.cluster import simhosts
 
     if os.environ.get("RAY_ADDRESS"):
         pytest.skip("RAY_ADDRESS names a cluster: the claims above run on it instead")
@@ -391,7 +393,7 @@ def simulated_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.T
 @pytest.mark.parametrize("inner", ACROSS_NODES)
 def test_on_two_simulated_nodes(simulated_cluster: SimulatedCluster, inner: str, claim) -> None:
     """Each claim above, on a Ray cluster of two simulated hosts (one CPU each)."""
-    from pytest_hpcdemo import cluster_runs
+    from pytest_hpcdemo.cluster import runs as cluster_runs
 
     if simulated_cluster.run is None:
         pytest.skip(simulated_cluster.skipped)
