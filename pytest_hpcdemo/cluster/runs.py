@@ -50,15 +50,19 @@ class InnerRun:
         return self.output[-OUTPUT_TAIL:]
 
     def mirror(self, name: str) -> dict[str, Any]:
-        """End the calling test as the inner test ``name`` ended; its figures when it passed."""
+        """End the calling test as the inner test ``name`` ended; its figures when it passed. A
+        failed or skipped one says why, then its whole line of the inner claim summary (a test of
+        several claims ends as the first that did not hold; the line has all their figures)."""
         found = self.outcomes.get(name)
         if found is None:
             pytest.fail(f"the inner run (exit status {self.returncode}) reported no outcome for {name}:\n"
                         f"{self.tail()}", pytrace=False)
+        line = self.summary_line(name).removeprefix(name).removeprefix(": ")
+        why = f"on the simulated hosts: {found.message}" + (f" [all figures: {line}]" if line else "")
         if found.outcome == "failed":
-            pytest.fail(f"on the simulated hosts: {found.message}", pytrace=False)
+            pytest.fail(why, pytrace=False)
         if found.outcome == "skipped":
-            pytest.skip(f"on the simulated hosts: {found.message}")
+            pytest.skip(why)
         return self.extra_info.get(name, {})
 
 

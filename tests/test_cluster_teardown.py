@@ -1,0 +1,42 @@
+"""A Ray cluster on simulated hosts that cannot come up in time (pytest_hpcdemo.cluster.runs):
+skipped with the reason, never failed or hung, and its half-started node leaves nothing behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pytest_hpcdemo.cluster import runs, simhosts
+
+REASON = simhosts.unavailable_reason()
+pytestmark = [pytest.mark.skipif(REASON is not None, reason=REASON or ""), pytest.mark.slow]
+
+
+def _naming(text: str) -> list[int]:
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if text.encode() in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_a_cluster_past_its_deadline_is_skipped_with_the_reason_and_leaves_nothing() -> None:
+    pytest.importorskip("ray", reason="Ray is not installed: pip install 'pytest-hpcdemo[ray]'")
+    ray = runs.ray_executable()
+    if ray is None:
+        pytest.skip("no `ray` command beside this Python or on PATH")
+    with simhosts.SimHosts(2) as hosts:
+        expected = (r"the Ray node on simhost1 did not come up in 1 tries within 2 s "
+                    r"\(load average [\d.]+\): `ray start` had not ended")
+        with pytest.raises(pytest.skip.Exception, match=expected):
+            runs.start_ray_nodes(hosts, ray, deadline_s=2.0)
+        token = hosts.scratch / "ray_auth_token"
+        assert len(token.read_text()) == 64 and token.stat().st_mode & 0o077 == 0  # the cluster's, ours only
+    assert hosts.left_over == []
+    assert not hosts.scratch.exists()
+    assert _naming(str(hosts.scratch)) == []
+    assert not {hosts.switch, *(h.netns for h in hosts)} & set(simhosts.our_namespaces())
