@@ -51,14 +51,15 @@ class InnerRun:
 
     def mirror(self, name: str) -> dict[str, Any]:
         """End the calling test as the inner test ``name`` ended; its figures when it passed. A
-        failed or skipped one says why, then its whole line of the inner claim summary (a test of
-        several claims ends as the first that did not hold; the line has all their figures)."""
+        failed or skipped one says why, and, for a test of several measured claims (it ends as the
+        first that did not hold), its whole line of the inner claim summary, with all their figures."""
         found = self.outcomes.get(name)
         if found is None:
             pytest.fail(f"the inner run (exit status {self.returncode}) reported no outcome for {name}:\n"
                         f"{self.tail()}", pytrace=False)
         line = self.summary_line(name).removeprefix(name).removeprefix(": ")
-        why = f"on the simulated hosts: {found.message}" + (f" [all figures: {line}]" if line else "")
+        several = line.count(" rounds") > 1  # each measured claim's figures say how many rounds
+        why = f"on the simulated hosts: {found.message}" + (f" [all figures: {line}]" if several else "")
         if found.outcome == "failed":
             pytest.fail(why, pytrace=False)
         if found.outcome == "skipped":

@@ -1,5 +1,6 @@
-"""A Ray cluster on simulated hosts that cannot come up in time (pytest_hpcdemo.cluster.runs):
-skipped with the reason, never failed or hung, and its half-started node leaves nothing behind."""
+"""Runs on simulated hosts (pytest_hpcdemo.cluster.runs): a Ray cluster that cannot come up in time
+is skipped with the reason, never failed or hung, and its half-started node leaves nothing behind;
+an inner run's outcomes and claim summary are read back whole."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import pytest
 from pytest_hpcdemo.cluster import runs, simhosts
 
 REASON = simhosts.unavailable_reason()
-pytestmark = [pytest.mark.skipif(REASON is not None, reason=REASON or ""), pytest.mark.slow]
 
 
 def _naming(text: str) -> list[int]:
@@ -24,6 +24,8 @@ def _naming(text: str) -> list[int]:
     return found
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(REASON is not None, reason=REASON or "")
 def test_a_cluster_past_its_deadline_is_skipped_with_the_reason_and_leaves_nothing() -> None:
     pytest.importorskip("ray", reason="Ray is not installed: pip install 'pytest-hpcdemo[ray]'")
     ray = runs.ray_executable()
@@ -40,3 +42,25 @@ def test_a_cluster_past_its_deadline_is_skipped_with_the_reason_and_leaves_nothi
     assert not hosts.scratch.exists()
     assert _naming(str(hosts.scratch)) == []
     assert not {hosts.switch, *(h.netns for h in hosts)} & set(simhosts.our_namespaces())
+
+
+INNER_SUMMARY = """\
+================================ hpcdemo claims ================================
+HOLDS        benchmarks/test_x.py::test_one
+               4 tasks: 2 on node 0,
+               2 on node 1
+INCONCLUSIVE benchmarks/test_x.py::test_two
+               a vs b: speedup 3.1 [2.0, 4.0] >= 2; 7 rounds;
+               c vs d: speedup 1.1 [0.5, 3.0] <= 2; 7 rounds
+claims: 1 holds, 1 inconclusive (noise)
+"""
+
+
+def test_an_inner_runs_wrapped_summary_lines_are_read_whole() -> None:
+    run = runs.InnerRun(0, INNER_SUMMARY, {"test_one": runs.Outcome("passed"),
+                                          "test_two": runs.Outcome("skipped", "noisy")})
+    assert run.summary_line("test_one") == "test_one: 4 tasks: 2 on node 0, 2 on node 1"
+    assert run.summary_line("test_three") == "test_three"
+    expected = r"^on the simulated hosts: noisy \[all figures: a vs b: .*; c vs d: .* <= 2; 7 rounds\]$"
+    with pytest.raises(pytest.skip.Exception, match=expected):
+        run.mirror("test_two")
