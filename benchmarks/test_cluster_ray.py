@@ -315,6 +315,7 @@ class SimulatedCluster:
     exposed: list[str] = field(default_factory=list)  # listeners outside a host's own addresses
     listening: dict[str, int] = field(default_factory=dict)  # listeners per host
     seen: int = 0  # processes seen on the hosts
+    sessions: list[str] = field(default_factory=list)  # Ray session directories the nodes made
     left: list[str] = field(default_factory=list)  # what outlived the teardown
 
 
@@ -350,7 +351,8 @@ def processes_on(hosts: Any) -> dict[int, Any]:
 
 def check_left(hosts: Any, seen: dict[int, Any], found: SimulatedCluster) -> None:
     """After the teardown: no process seen on a host still alive, none anywhere naming the run's
-    scratch directory (Ray's session, sockets, logs), no namespace, veth or file of the run."""
+    scratch directory (Ray's session, sockets, logs), no namespace, veth or file of the run, and
+    none of its sessions in the default /tmp/ray either."""
     import subprocess
 
     from pytest_hpcdemo.cluster import simhosts
@@ -371,6 +373,8 @@ def check_left(hosts: Any, seen: dict[int, Any], found: SimulatedCluster) -> Non
     found.left += [f"link {line.split()[1]}" for line in links.splitlines() if hosts.switch in line]
     if hosts.scratch.exists():
         found.left.append(f"directory {hosts.scratch}")
+    found.left += [f"/tmp/ray/{name}" for name in {Path(d).name for d in found.sessions}
+                   if (Path("/tmp/ray") / name).exists()]
 
 
 @pytest.fixture(scope="module")
@@ -407,6 +411,7 @@ def simulated_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.T
             seen |= processes_on(hosts)
             check_listeners(hosts, set(seen), found)
         seen |= processes_on(hosts)
+        found.sessions = sorted(str(path) for path in hosts.scratch.glob("ray/session_2*"))
     check_left(hosts, seen, found)
     cluster_runs.left_nothing(hosts)
     return found
@@ -441,5 +446,6 @@ def test_the_simulated_cluster_leaves_nothing_behind(simulated_cluster: Simulate
     """After the run, on every host: no raylet, GCS, agent or worker (plasma is the raylet's) left,
     no process naming the run's Ray directory, no namespace, veth or session directory."""
     assert simulated_cluster.left == []
+    assert simulated_cluster.run is None or simulated_cluster.sessions, "no Ray session directory was seen"
     claim(f"{simulated_cluster.seen} processes seen on the hosts, none left; namespaces, veths and "
-          f"Ray session directories removed")
+          f"the Ray session directory ({len(simulated_cluster.sessions)}) removed")

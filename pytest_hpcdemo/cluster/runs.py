@@ -215,11 +215,11 @@ NODE_START_TRIES = 3  # a node that did not come up is ended and started again, 
 
 @dataclass
 class RayNodes:
-    """A Ray cluster on simulated hosts: the head's address, each host's environment (the same
-    token everywhere, each host's own temporary directory), and how its start went."""
+    """A Ray cluster on simulated hosts: the head's address, the environment every node and the
+    driver run with (the same token, the same temporary directory), and how its start went."""
 
     address: str
-    env: dict[str, dict[str, str]]  # by host name
+    env: dict[str, str]
     start_s: float = 0.0  # from the first ``ray start`` until every node had registered
     tries: dict[str, int] = field(default_factory=dict)  # ``ray start`` calls per host
 
@@ -229,20 +229,16 @@ def ray_executable() -> str | None:
     return str(beside) if beside.exists() else shutil.which("ray")
 
 
-def ray_node_env(hosts: SimHosts) -> dict[str, dict[str, str]]:
-    """Each host's Ray environment: a token made for this cluster (a file in the scratch, readable by
-    us only) and the host's own RAY_TMPDIR there, apart from any other Ray's /tmp/ray."""
+def ray_node_env(hosts: SimHosts) -> dict[str, str]:
+    """The cluster's Ray environment: a token made for it (a file in the scratch, readable by us
+    only) and RAY_TMPDIR in the scratch, apart from any other Ray's /tmp/ray (worker nodes take the
+    head's temporary directory from the GCS in any case)."""
     import secrets
 
     token = hosts.scratch / "ray_auth_token"
     token.touch(mode=0o600)
     token.write_text(secrets.token_hex(32))  # as `ray get-auth-token --generate` makes one
-    envs = {}
-    for host in hosts:
-        tmp = hosts.scratch / host.hostname
-        tmp.mkdir(exist_ok=True)
-        envs[host.hostname] = {**RAY_ENV, "RAY_AUTH_TOKEN_PATH": str(token), "RAY_TMPDIR": str(tmp)}
-    return envs
+    return {**RAY_ENV, "RAY_AUTH_TOKEN_PATH": str(token), "RAY_TMPDIR": str(hosts.scratch)}
 
 
 def _last_words(log: Path) -> str:
@@ -300,7 +296,7 @@ def _start_node(hosts: SimHosts, host: SimHost, command: Sequence[str], nodes: R
         with log.open("w") as out:
             started = hosts.popen_daemon(host, command, stdout=out, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL,
-                                         env={**os.environ, **nodes.env[host.hostname]})
+                                         env={**os.environ, **nodes.env})
         try:
             if started.wait(timeout=left) == 0:
                 return None
@@ -316,5 +312,5 @@ def _start_node(hosts: SimHosts, host: SimHost, command: Sequence[str], nodes: R
 def ray_driver_run(hosts: SimHosts, nodes: RayNodes, test_file: Path, args: Sequence[str], results: Path,
                    env: Mapping[str, str], timeout: float) -> InnerRun:
     """``test_file`` run by a driver on the head's host, connected through RAY_ADDRESS."""
-    full = {**nodes.env[hosts[0].hostname], "RAY_ADDRESS": nodes.address, **env}
+    full = {**nodes.env, "RAY_ADDRESS": nodes.address, **env}
     return _run(hosts, inner_pytest(test_file, results, args), results, "junit.xml", full, timeout)
