@@ -187,11 +187,10 @@ def left_nothing(hosts: SimHosts) -> None:
         pytest.fail(f"processes outlived the simulated hosts: {hosts.left_over}", pytrace=False)
 
 
-def mirror_claim(run: InnerRun, inner: str, claim: Any) -> dict[str, Any]:
+def mirror_claim(run: InnerRun, inner: str, claim: Any) -> None:
     """The outer test of inner test ``inner``: its outcome, and its line of the claim summary."""
-    figures = run.mirror(inner)
+    run.mirror(inner)
     claim(run.summary_line(inner))
-    return figures
 
 
 # ---------------------------------------------------------------------------------------------
