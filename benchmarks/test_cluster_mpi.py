@@ -154,14 +154,11 @@ def simulated_job(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
     if reason:
         pytest.skip(f"{reason}; on a cluster: {HOSTS_REASON.split('run: ')[1]}")
     results = tmp_path_factory.mktemp("cluster-mpi")
-    budget = request.config.getoption("hpc_budget")
-    args = ["-m", "mpi", f"--basetemp={results / 'base'}", f"--hpc-budget={budget:g}",
-            f"--hpc-confidence={request.config.getoption('hpc_confidence'):g}"]
+    args = cluster_runs.inner_args(request.config, results, ["-m", "mpi"])
     with simhosts.SimHosts(len(RANKS_PER_HOST)) as hosts:
         run = cluster_runs.mpi_job(hosts, RANKS_PER_HOST, Path(__file__), args, results,
                                    SIMULATED_NETWORK_ENV, INNER_TIMEOUT_S)
-    if hosts.left_over:
-        pytest.fail(f"processes outlived the simulated hosts: {hosts.left_over}", pytrace=False)
+    cluster_runs.left_nothing(hosts)
     return run
 
 
@@ -169,5 +166,6 @@ def simulated_job(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
 @pytest.mark.parametrize("inner", ACROSS_HOSTS)
 def test_on_two_simulated_hosts(simulated_job, inner: str, claim) -> None:
     """Each claim above, measured on two simulated hosts (network namespaces, 2 ranks + 1)."""
-    simulated_job.mirror(inner)
-    claim(simulated_job.summary_line(inner))
+    from pytest_hpcdemo.cluster import runs as cluster_runs
+
+    cluster_runs.mirror_claim(simulated_job, inner, claim)

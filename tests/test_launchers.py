@@ -17,8 +17,11 @@ from pytest_hpcdemo.cluster import simhosts
 from pytest_hpcdemo.mpi.launch import Launch, launch_of, slurm_tasks_on_node
 from pytest_hpcdemo.mpi.plugin import hosts_line
 
+# One line, one write(2): Hydra forwards each rank's writes as they come, and print() writes its
+# items, separators and newline one by one, so two ranks' pieces could interleave on a line.
 PRINT_LAUNCH = ("import os, socket; from pytest_hpcdemo.mpi.launch import launch_of; "
-                "print(socket.gethostname(), *launch_of(os.environ), sep='|')")
+                "row = map(str, (socket.gethostname(), *launch_of(os.environ))); "
+                "os.write(1, ('|'.join(row) + '\\n').encode())")
 
 # A task of `srun -N 2 -n 3 ...` on the second node (node 1), rank 2; from Slurm's srun(1) "OUTPUT
 # ENVIRONMENT VARIABLES" and the mpi plugins' own variables.

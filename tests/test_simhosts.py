@@ -4,9 +4,11 @@ bridge and only over it, each under its own host name, and a teardown that leave
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -111,3 +113,68 @@ def test_namespaces_of_a_dead_run_are_removed() -> None:
 def test_a_bad_host_count_is_one_line() -> None:
     with pytest.raises(ValueError, match="between 1 and 200, got 0"):
         simhosts.SimHosts(0)
+
+
+def test_the_scratch_directory_lives_as_long_as_the_hosts_and_a_dead_runs_is_removed() -> None:
+    with simhosts.SimHosts(1) as hosts:
+        assert hosts.scratch.is_dir() and hosts.scratch.stat().st_mode & 0o077 == 0
+        (hosts.scratch / "session").mkdir()
+    assert not hosts.scratch.exists()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = simhosts.SCRATCH_ROOT / f"{simhosts.PREFIX}-{dead.pid}-1"
+    kept = simhosts.SCRATCH_ROOT / f"{simhosts.PREFIX}-{dead.pid}-build"  # not a name of ours
+    stale.mkdir()
+    kept.mkdir()
+    try:
+        assert str(stale) in simhosts.remove_stale()
+        assert not stale.exists() and kept.exists()
+    finally:
+        kept.rmdir()
+
+
+def _nice_of(pid: int) -> tuple[int, int | None]:
+    """A process's nice, and its autogroup's (None without autogroup scheduling)."""
+    autogroup = Path(f"/proc/{pid}/autogroup")
+    group = int(autogroup.read_text().split()[-1]) if autogroup.exists() else None
+    return os.getpriority(os.PRIO_PROCESS, pid), group
+
+
+def test_a_daemon_starts_in_a_session_of_its_own_at_raised_priority_until_reniced() -> None:
+    with simhosts.SimHosts(1) as hosts:
+        daemon = hosts.popen_daemon(hosts[0], ["sleep", "60"])
+        try:
+            wait_until(lambda: Path(f"/proc/{daemon.pid}/comm").read_text().strip() == "sleep")
+            assert os.getsid(daemon.pid) == daemon.pid != os.getsid(0)
+            nice, group = _nice_of(daemon.pid)
+            assert nice == simhosts.START_NICE and group in (None, simhosts.START_NICE)
+            hosts.renice(hosts[0])
+            assert _nice_of(daemon.pid) == (0, None if group is None else 0)
+        finally:
+            daemon.kill()
+            daemon.wait()
+
+
+def test_listeners_and_addresses_are_read_inside_the_host() -> None:
+    with simhosts.SimHosts(2) as hosts:
+        h2 = hosts[1]
+        assert {h2.address, "127.0.0.1"} <= hosts.addresses(h2)
+        assert not {hosts[0].address} & hosts.addresses(h2)
+        server = hosts.popen(h2, [sys.executable, "-c", ECHO_SERVER, h2.address], stdout=subprocess.PIPE,
+                             text=True)
+        try:
+            assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+            found = hosts.listeners(h2)
+            assert any(local == f"{h2.address}:7777" and f"pid={server.pid}" in who
+                       for local, who in found), found
+            assert hosts.listeners(hosts[0]) == []
+        finally:
+            server.kill()
+            server.wait()
+
+
+def wait_until(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "not within the time"
+        time.sleep(0.02)

@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from .simhosts import SimHosts, end_processes
+from .simhosts import SimHost, SimHosts, end_processes
 
 OUTPUT_TAIL = 4000
 VERDICT_WORDS = ("HOLDS", "FAILS", "INCONCLUSIVE")
@@ -49,24 +50,36 @@ class InnerRun:
         return self.output[-OUTPUT_TAIL:]
 
     def mirror(self, name: str) -> dict[str, Any]:
-        """End the calling test as the inner test ``name`` ended; its figures when it passed."""
+        """End the calling test as the inner test ``name`` ended; its figures when it passed. A
+        failed or skipped one says why, and, for a test of several measured claims (it ends as the
+        first that did not hold), its whole line of the inner claim summary, with all their figures."""
         found = self.outcomes.get(name)
         if found is None:
             pytest.fail(f"the inner run (exit status {self.returncode}) reported no outcome for {name}:\n"
                         f"{self.tail()}", pytrace=False)
+        line = self.summary_line(name).removeprefix(name).removeprefix(": ")
+        several = line.count(" rounds") > 1  # each measured claim's figures say how many rounds
+        why = f"on the simulated hosts: {found.message}" + (f" [all figures: {line}]" if several else "")
         if found.outcome == "failed":
-            pytest.fail(f"on the simulated hosts: {found.message}", pytrace=False)
+            pytest.fail(why, pytrace=False)
         if found.outcome == "skipped":
-            pytest.skip(f"on the simulated hosts: {found.message}")
+            pytest.skip(why)
         return self.extra_info.get(name, {})
 
 
     def summary_line(self, name: str) -> str:
-        """The inner run's line for ``name`` in its claim summary (verdict words stripped)."""
-        for line in self.output.splitlines():
+        """The inner run's line for ``name`` in its claim summary (verdict words stripped, the
+        summary's wrapped continuation lines joined)."""
+        lines = self.output.splitlines()
+        for i, line in enumerate(lines):
             words = line.split(maxsplit=2)
-            if len(words) == 3 and words[0] in VERDICT_WORDS and _name(words[1]) == name:
-                return f"{name}: {words[2]}"
+            if len(words) >= 2 and words[0] in VERDICT_WORDS and _name(words[1]) == name:
+                text = words[2:]
+                for more in lines[i + 1:]:
+                    if not more.startswith(" ") or not more.strip():
+                        break
+                    text.append(more.strip())
+                return f"{name}: {' '.join(text)}" if text else name
         return name
 
 
@@ -157,21 +170,57 @@ def _run(hosts: SimHosts, command: Sequence[str], results: Path, junit: str, env
 
 
 # ---------------------------------------------------------------------------------------------
+# The outer side, shared by the MPI and the Ray cluster files
+
+
+def inner_args(config: pytest.Config, results: Path, selection: Sequence[str]) -> list[str]:
+    """The inner run's options: ``selection`` (``-m``/``-k``), its own ``--basetemp`` under
+    ``results``, and this session's budget and confidence."""
+    return [*selection, f"--basetemp={results / 'base'}",
+            f"--hpc-budget={config.getoption('hpc_budget'):g}",
+            f"--hpc-confidence={config.getoption('hpc_confidence'):g}"]
+
+
+def left_nothing(hosts: SimHosts) -> None:
+    """Fail the calling fixture if processes outlived the simulated hosts' teardown."""
+    if hosts.left_over:
+        pytest.fail(f"processes outlived the simulated hosts: {hosts.left_over}", pytrace=False)
+
+
+def mirror_claim(run: InnerRun, inner: str, claim: Any) -> None:
+    """The outer test of inner test ``inner``: its outcome, and its line of the claim summary."""
+    run.mirror(inner)
+    claim(run.summary_line(inner))
+
+
+# ---------------------------------------------------------------------------------------------
 # Ray: a head node on the first host, a worker node on each other host, the driver beside the head
 
 RAY_PORT = 6379
-START_TRIES = 2  # Ray gives a node 30 s to register: a loaded machine can miss that once
 RAY_OBJECT_STORE_BYTES = 150 * 2**20
+# Each host has its own port space, so fixed agent ports collide with nothing; given, the raylet
+# does not wait for its agents to write them (it still waits, 15 s at most, for the agent's HTTP port).
 RAY_AGENT_PORTS = {"metrics-export-port": 20001, "dashboard-agent-listen-port": 20002,
                    "dashboard-agent-grpc-port": 20003, "runtime-env-agent-port": 20004}
 RAY_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_AUTH_MODE": "token",  # every node and the driver: the token in ~/.ray, shared by the hosts
-    "RAY_agent_register_timeout_ms": "120000",  # a loaded machine starts a node's agents slowly
-    "RAY_raylet_start_wait_time_s": "120",
+    "RAY_AUTH_MODE": "token",  # every node and the driver, with the same token (RAY_AUTH_TOKEN_PATH)
+    "RAY_worker_niceness": "0",  # workers at the driver's priority, as the local cluster runs them
     "RAY_health_check_period_ms": "1000",  # a killed node is declared dead within seconds
     "RAY_health_check_failure_threshold": "3",
 }
+NODE_START_TRIES = 3  # a node that did not come up is ended and started again, this many times at most
+
+
+@dataclass
+class RayNodes:
+    """A Ray cluster on simulated hosts: the head's address, the environment every node and the
+    driver run with (the same token, the same temporary directory), and how its start went."""
+
+    address: str
+    env: dict[str, str]
+    start_s: float = 0.0  # from the first ``ray start`` until every node had registered
+    tries: dict[str, int] = field(default_factory=dict)  # ``ray start`` calls per host
 
 
 def ray_executable() -> str | None:
@@ -179,39 +228,88 @@ def ray_executable() -> str | None:
     return str(beside) if beside.exists() else shutil.which("ray")
 
 
-def start_ray_nodes(hosts: SimHosts, ray: str, env: Mapping[str, str], timeout: float) -> str:
-    """A head node on ``hosts[0]`` and a worker node on each other host, one CPU each, no dashboard,
-    each node's files under its own temporary directory; the head's address. A node that does not
-    start skips the test with Ray's words (a loaded machine can time Ray's own start-up out)."""
+def ray_node_env(hosts: SimHosts) -> dict[str, str]:
+    """The cluster's Ray environment: a token made for it (a file in the scratch, readable by us
+    only) and RAY_TMPDIR in the scratch, apart from any other Ray's /tmp/ray (worker nodes take the
+    head's temporary directory from the GCS in any case)."""
+    import secrets
+
+    token = hosts.scratch / "ray_auth_token"
+    token.touch(mode=0o600)
+    token.write_text(secrets.token_hex(32))  # as `ray get-auth-token --generate` makes one
+    return {**RAY_ENV, "RAY_AUTH_TOKEN_PATH": str(token), "RAY_TMPDIR": str(hosts.scratch)}
+
+
+def _last_words(log: Path) -> str:
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    errors = [line for line in lines if "Error" in line or "Exception" in line or "timed out" in line]
+    return (errors or lines or ["(no output)"])[-1][:300]
+
+
+def start_ray_nodes(hosts: SimHosts, ray: str, deadline_s: float) -> RayNodes:
+    """A head node on ``hosts[0]`` and a worker node joining from each other host, one CPU each,
+    no dashboard or log monitor; all within ``deadline_s``, or the test is skipped with Ray's words.
+
+    Each ``ray start`` runs in a session of its own at raised priority (``SimHosts.popen_daemon``),
+    its output to a file: its daemons inherit what it was started with, and a pipe would stay open
+    as long as they live. Ray's own limits are short and fixed: a raylet aborts when its dashboard
+    agent has not written its HTTP port within 15 s, and ``ray start`` gives the node 30 s to
+    register; on a loaded machine the agent's imports alone take longer, hence the priority. A node
+    that misses them is ended and started again (``NODE_START_TRIES``). Every host is put back to
+    normal priority once all nodes are up, before anything is measured."""
     head = hosts[0]
-    address = f"{head.address}:{RAY_PORT}"
-    # Fixed agent ports (each host has its own port space): the raylet then need not wait for its
-    # agents to write theirs, which on a loaded machine times its start-up out.
+    nodes = RayNodes(f"{head.address}:{RAY_PORT}", ray_node_env(hosts))
     common = ["--num-cpus=1", f"--object-store-memory={RAY_OBJECT_STORE_BYTES}", "--disable-usage-stats",
+              "--include-log-monitor=false",
               *(f"--{option}={port}" for option, port in RAY_AGENT_PORTS.items())]
-    for host in hosts:
-        role = (["--head", f"--port={RAY_PORT}", "--include-dashboard=false"] if host is head
-                else [f"--address={address}"])
-        command = [ray, "start", *role, f"--node-ip-address={host.address}", *common]
-        why = ""
-        for _ in range(START_TRIES):
-            end_processes(host.netns)  # a failed try's processes
-            try:
-                done = hosts.run(host, command, capture_output=True, text=True, env={**os.environ, **env},
-                                 timeout=timeout, stdin=subprocess.DEVNULL)
-            except subprocess.TimeoutExpired:
-                why = f"not within {timeout:g} s"
-                continue
-            if done.returncode == 0:
-                break
-            why = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
-        else:
-            pytest.skip(f"the Ray node on {host.hostname} did not start in {START_TRIES} tries (load "
-                        f"average {os.getloadavg()[0]:.1f}): {why}")
-    return address
+    end = time.monotonic() + deadline_s
+    try:
+        for host in hosts:
+            role = (["--head", f"--port={RAY_PORT}", "--include-dashboard=false"] if host is head
+                    else [f"--address={nodes.address}"])
+            command = [ray, "start", *role, f"--node-ip-address={host.address}", *common]
+            why = _start_node(hosts, host, command, nodes, end)
+            if why is not None:
+                pytest.skip(f"the Ray node on {host.hostname} did not come up in "
+                            f"{nodes.tries[host.hostname]} tries within {deadline_s:g} s "
+                            f"(load average {os.getloadavg()[0]:.1f}): {why}")
+        nodes.start_s = deadline_s - (end - time.monotonic())
+    finally:
+        for host in hosts:
+            hosts.renice(host, 0)
+    return nodes
 
 
-def ray_driver_run(hosts: SimHosts, test_file: Path, args: Sequence[str], results: Path,
+def _start_node(hosts: SimHosts, host: SimHost, command: Sequence[str], nodes: RayNodes,
+                end: float) -> str | None:
+    """``ray start`` on ``host``, tried again while it fails and time is left; None once it ends
+    well (the node has registered), else the last try's reason."""
+    why = "no time left"
+    for attempt in range(1, NODE_START_TRIES + 1):
+        left = end - time.monotonic()
+        if left < 1:
+            break
+        nodes.tries[host.hostname] = attempt
+        end_processes(host.netns)  # what a failed try left
+        log = hosts.scratch / f"ray-start-{host.hostname}-{attempt}.log"
+        with log.open("w") as out:
+            started = hosts.popen_daemon(host, command, stdout=out, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL,
+                                         env={**os.environ, **nodes.env})
+        try:
+            if started.wait(timeout=left) == 0:
+                return None
+            why = _last_words(log)
+        except subprocess.TimeoutExpired:
+            started.kill()
+            started.wait()
+            why = f"`ray start` had not ended when the time was up ({_last_words(log)})"
+    nodes.tries.setdefault(host.hostname, 0)
+    return why
+
+
+def ray_driver_run(hosts: SimHosts, nodes: RayNodes, test_file: Path, args: Sequence[str], results: Path,
                    env: Mapping[str, str], timeout: float) -> InnerRun:
     """``test_file`` run by a driver on the head's host, connected through RAY_ADDRESS."""
-    return _run(hosts, inner_pytest(test_file, results, args), results, "junit.xml", env, timeout)
+    full = {**nodes.env, "RAY_ADDRESS": nodes.address, **env}
+    return _run(hosts, inner_pytest(test_file, results, args), results, "junit.xml", full, timeout)

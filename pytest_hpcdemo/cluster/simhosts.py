@@ -5,8 +5,14 @@ Every namespace lives under the name ``hpcdemo-<pid>-...``: a switch namespace h
 and one namespace per host whose ``eth0`` is one end of a veth pair (the other end on the bridge).
 Nothing is added to the machine's own network namespace, so the project's subnet (``SUBNET``) can
 be used by several runs at once without colliding. Leaving the context ends every process still
-inside a host (``ip netns pids``) and deletes every namespace, whatever stopped the run; namespaces
-left by a run that was killed outright are removed by the next one.
+inside a host (``ip netns pids``) and deletes every namespace and the run's scratch directory
+(``/tmp/hpcdemo-<pid>-<n>``, for what the hosts write: sockets, logs), whatever stopped the run;
+what a run that was killed outright left is removed by the next one.
+
+A host's daemons can be started in a session of their own (:meth:`SimHosts.popen_daemon`): on a
+kernel with autogroup scheduling each session is one scheduling group, so a host's processes share
+the CPU as one machine would, and a start-up can be given priority over other sessions' load
+(:data:`START_NICE`), then put back to normal (:meth:`SimHosts.renice`) before anything is measured.
 
 Standard library only; needs root, ``ip`` (iproute2) and ``unshare`` (util-linux).
 """
@@ -15,11 +21,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +35,10 @@ SUBNET = "10.213.0"  # 10.213.0.0/24, inside the switch namespace only
 PREFIX = "hpcdemo"
 EXIT_WAIT_S = 10.0
 ETC_NETNS = Path("/etc/netns")  # per-namespace files that ``ip netns exec`` mounts over /etc
+SCRATCH_ROOT = Path("/tmp")  # short paths: Unix sockets of the hosts' daemons go under the scratch
+START_NICE = -10  # a daemon start-up's priority (its session's autogroup, and its processes)
 _COMMAND_TIMEOUT_S = 30.0
+_SCRATCH_NAME = re.compile(rf"{PREFIX}-(\d+)-\d+$")
 
 
 @dataclass(frozen=True)
@@ -101,7 +111,8 @@ def end_processes(netns: str, timeout: float = EXIT_WAIT_S) -> list[int]:
 
 
 def remove_stale() -> list[str]:
-    """Delete namespaces left by runs whose process is gone (killed before it could clean up)."""
+    """Delete namespaces and scratch directories left by runs whose process is gone (killed before
+    it could clean up); their names."""
     removed = []
     etc = [path.name for path in ETC_NETNS.glob(f"{PREFIX}-*")] if ETC_NETNS.is_dir() else []
     for netns in sorted(set(our_namespaces()) | set(etc)):
@@ -111,7 +122,20 @@ def remove_stale() -> list[str]:
             _ip("netns", "delete", netns, check=False)
             shutil.rmtree(ETC_NETNS / netns, ignore_errors=True)
             removed.append(netns)
+    for scratch in SCRATCH_ROOT.glob(f"{PREFIX}-*"):
+        named = _SCRATCH_NAME.match(scratch.name)
+        if named and scratch.is_dir() and not _pid_alive(int(named.group(1))):
+            shutil.rmtree(scratch, ignore_errors=True)
+            removed.append(str(scratch))
     return removed
+
+
+def _start_session(nice: int) -> None:
+    """In a child before exec: a session of its own (so its own autogroup), at ``nice``."""
+    os.setsid()
+    with contextlib.suppress(OSError):  # no autogroup scheduling in this kernel
+        Path("/proc/self/autogroup").write_text(str(nice))
+    os.setpriority(os.PRIO_PROCESS, 0, nice)
 
 
 class SimHosts:
@@ -127,6 +151,7 @@ class SimHosts:
         self.switch = f"{tag}-sw"
         self.hosts = [SimHost(i, f"{tag}-h{i}", f"{SUBNET}.{i}", f"simhost{i}") for i in range(1, count + 1)]
         self.exit_wait_s = exit_wait_s  # SIGTERM, then this long, then SIGKILL
+        self.scratch = SCRATCH_ROOT / tag  # the run's files, made on entry, removed on leaving
         self._created: list[str] = []
         self.left_over: list[int] = []  # pids that outlived the teardown
 
@@ -135,6 +160,9 @@ class SimHosts:
 
     def __len__(self) -> int:
         return len(self.hosts)
+
+    def __iter__(self) -> Iterator[SimHost]:
+        return iter(self.hosts)
 
     def __enter__(self) -> SimHosts:
         remove_stale()
@@ -162,6 +190,8 @@ class SimHosts:
         (etc / "hosts").write_text(f"127.0.0.1\tlocalhost\n{names}")
 
     def _create(self) -> None:
+        shutil.rmtree(self.scratch, ignore_errors=True)  # our name: left only by a reused pid
+        self.scratch.mkdir(mode=0o700)
         self._add_netns(self.switch)
         _ip("-n", self.switch, "link", "add", "br0", "type", "bridge")
         _ip("-n", self.switch, "link", "set", "br0", "up")
@@ -177,12 +207,14 @@ class SimHosts:
             _ip("-n", host.netns, "link", "set", "eth0", "up")
 
     def close(self) -> None:
-        """End every process inside the hosts, then delete every namespace made (idempotent)."""
+        """End every process inside the hosts, then delete every namespace made and the scratch
+        directory (idempotent)."""
         for name in reversed(self._created):
             self.left_over += end_processes(name, self.exit_wait_s)
             _ip("netns", "delete", name, check=False)
             shutil.rmtree(ETC_NETNS / name, ignore_errors=True)
         self._created.clear()
+        shutil.rmtree(self.scratch, ignore_errors=True)
 
     def command(self, host: SimHost, argv: Sequence[str]) -> list[str]:
         """``argv`` as run on ``host``: in its network namespace, under its own host name."""
@@ -194,6 +226,32 @@ class SimHosts:
 
     def run(self, host: SimHost, argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[Any]:
         return subprocess.run(self.command(host, argv), **kwargs)
+
+    def popen_daemon(self, host: SimHost, argv: Sequence[str], nice: int = START_NICE,
+                     **kwargs: Any) -> subprocess.Popen[Any]:
+        """:meth:`popen` in a session of its own at priority ``nice``, which the daemons it starts
+        inherit: on a loaded machine a start-up with deadlines of its own (Ray's) then meets them."""
+        return subprocess.Popen(self.command(host, argv), preexec_fn=lambda: _start_session(nice), **kwargs)
+
+    def renice(self, host: SimHost, nice: int = 0) -> None:
+        """Every process on ``host`` (and its session's autogroup) back to priority ``nice``."""
+        for pid in pids_in(host.netns):
+            with contextlib.suppress(OSError):
+                Path(f"/proc/{pid}/autogroup").write_text(str(nice))
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, pid, nice)
+
+    def listeners(self, host: SimHost) -> list[tuple[str, str]]:
+        """(local address, process) of every listening TCP and bound UDP socket on ``host``, as
+        ``ss`` run inside its namespace reports them."""
+        done = self.run(host, ["ss", "-Htlnup"], capture_output=True, text=True, timeout=_COMMAND_TIMEOUT_S)
+        rows = [line.split() for line in done.stdout.splitlines() if line.strip()]
+        return [(row[4], " ".join(row[6:])) for row in rows]
+
+    def addresses(self, host: SimHost) -> set[str]:
+        """The addresses of ``host``'s interfaces (its own, loopback, IPv6 link-local)."""
+        done = _ip("-n", host.netns, "-o", "addr", "show")
+        return {line.split()[3].split("/")[0] for line in done.stdout.splitlines()}
 
     def hydra_launcher(self, directory: Path) -> Path:
         """A script for MPICH's ``mpiexec -launcher ssh -launcher-exec SCRIPT``: Hydra calls it as
