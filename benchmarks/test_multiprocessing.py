@@ -137,6 +137,9 @@ def test_chunksize_amortises_tiny_tasks(speedup, pool) -> None:
             name=f"{TINY_TASKS} tiny tasks: chunksize {CHUNK} vs 1")
 
 
+@pytest.mark.parametrize("death, ended_by", [("exit", "exit code 3"), ("kill", "signal 9 (SIGKILL)"),
+                                             ("segfault", "signal 11 (SIGSEGV)")],
+                         ids=["exit", "kill", "segfault"])
 def test_dead_worker_breaks_the_pool_clearly(start_method: str, death: str, ended_by: str,
                                              tmp_path: Path, claim) -> None:
     """A worker that dies (segfault, OOM kill, ``os._exit``) fails its future with
