@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pytest_hpcdemo.measure import at_most
+from pytest_hpcdemo.core.measure import at_most
 
 MODULES, TESTS_PER_MODULE = 10, 10
 RUN_MODULES, RUN_TESTS_PER_MODULE = 5, 100  # 500 trivial tests: a run of under a second here

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_hpcdemo import hardware, mpi_plugin
-from pytest_hpcdemo.mpi_launch import launch_of, pmi_fd_is_ours
+from pytest_hpcdemo.core import hardware
+from pytest_hpcdemo.mpi import plugin as mpi_plugin
+from pytest_hpcdemo.mpi.launch import launch_of, pmi_fd_is_ours
 
 WITHOUT = ("-p", "no:hpcdemo")
 OPT_IN = ("-o", "hpcdemo=true")
@@ -134,7 +135,7 @@ IMPORTS_CONFTEST = """
 import sys
 
 def pytest_unconfigure(config):  # after pytest-benchmark saved the run
-    heavy = ["numpy", "threadpoolctl", "cupy", "mpi4py", "scipy", "pytest_hpcdemo.hardware"]
+    heavy = ["numpy", "threadpoolctl", "cupy", "mpi4py", "scipy", "pytest_hpcdemo.core.hardware"]
     print("LOADED:", sorted(m for m in heavy if m in sys.modules))
 """
 
