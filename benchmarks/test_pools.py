@@ -66,11 +66,21 @@ class Gates:
                            self.marker("done", key), self.marker("started", key))
 
     def map(self, pool, keys: list[object]):
-        """``pool.map`` over gated tasks; each creates ``done_path(key)`` as it ends."""
+        """``pool.map`` over gated tasks; each creates its ``started`` and ``done`` markers. Its
+        timeout counts from this call, so it allows one step for the tasks to start and one for
+        each release."""
         self.keys.extend(keys)
-        paths, done_paths = [self.path(k) for k in keys], [self.marker("done", k) for k in keys]
-        return pool.map(workloads.wait_for_file, paths, keys, [RELEASE_TIMEOUT] * len(keys), done_paths,
-                        timeout=STEP_TIMEOUT)
+        paths = [self.path(k) for k in keys]
+        done, started = ([self.marker(event, k) for k in keys] for event in ("done", "started"))
+        return pool.map(workloads.wait_for_file, paths, keys, [RELEASE_TIMEOUT] * len(keys), done, started,
+                        timeout=STEP_TIMEOUT * (1 + len(keys)))
+
+    def wait_started(self, keys: list[object]) -> None:
+        """Every task of ``keys`` has started (a pool starting its workers takes one step)."""
+        deadline = time.monotonic() + STEP_TIMEOUT
+        while not all(os.path.exists(self.marker("started", k)) for k in keys):
+            assert time.monotonic() < deadline, f"tasks {keys} did not all start within {STEP_TIMEOUT:g} s"
+            time.sleep(0.002)
 
     def marker(self, event: str, key: object) -> str:
         """The file a gated task creates as it starts (``started``) or ends (``done``)."""
@@ -231,6 +241,7 @@ def test_map_yields_in_input_order(executor, executor_backend, gates, claim) -> 
     keys = [0, 1, 2, 3, 4]
     pool = executor(len(keys))
     results = gates.map(pool, keys)
+    gates.wait_started(keys)  # starting the workers is a step of its own, not part of a release
     finish_order = keys[::-1]
     for key in finish_order:
         gates.release(key)
