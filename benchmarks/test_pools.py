@@ -215,6 +215,7 @@ def test_as_completed_yields_in_completion_order(executor, executor_backend, gat
     keys = [0, 1, 2]
     pool = executor(len(keys))
     futures = {k: gates.submit(pool, k) for k in keys}
+    gates.wait_started(keys)  # starting the workers is a step of its own, not part of a release
     release_order = [2, 0, 1]
     seen = []
     for key in release_order:
@@ -280,6 +281,7 @@ def test_wait_first_completed_all_completed_and_timeout(executor, executor_backe
     futures = [gates.submit(pool, k) for k in range(3)]
     done, not_done = wait(futures, timeout=0.05)
     assert not done and len(not_done) == 3
+    gates.wait_started(list(range(3)))  # the workers' start is a step of its own
     gates.release(1)
     done, not_done = wait(futures, timeout=STEP_TIMEOUT, return_when=FIRST_COMPLETED)
     assert [f.result() for f in done] == [1] and len(not_done) == 2
