@@ -21,7 +21,14 @@ import pytest
 from pytest_hpcdemo.backends.processes import make_process_pool_factory
 from pytest_hpcdemo.backends.teardown import bounded
 from pytest_hpcdemo.core import workloads
-from pytest_hpcdemo.core.measure import SINGLE_CORE_CEILING, Claim, at_least, at_most, scaling_floor
+from pytest_hpcdemo.core.measure import (
+    SINGLE_CORE_CEILING,
+    Claim,
+    at_least,
+    at_most,
+    dominant_part_bound,
+    scaling_floor,
+)
 from pytest_hpcdemo.node import scaling
 from pytest_hpcdemo.numba import support as numba_support
 
@@ -41,6 +48,9 @@ C_SOURCE = Path(__file__).parent / "c_kernels" / "pi_midpoint.c"
 # Claims whose rounds last ~0.1 s or less decide within a few rounds; half the budget keeps a
 # loaded machine, where they end inconclusive, from holding the run for the whole extension.
 SHORT_ROUNDS = 0.5
+# "Most" in the single-shot claims is more than half: a part that is most of a cost makes it more
+# than MOSTLY times what is left without it (measure.dominant_part_bound with the part removed).
+MOSTLY = dominant_part_bound(math.inf)
 
 Kernel = Callable[[int], float]
 
@@ -84,37 +94,41 @@ def first_calls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str,
 # under pytest-xdist, where other workers would share the cores during the one shot.
 @pytest.mark.timing
 def test_first_call_pays_compilation(first_calls: dict[str, dict[str, Any]], claim) -> None:
-    """The first call of a jitted function compiles it: in a fresh interpreter it costs far more
-    than the steady state (at least 10x for this sub-millisecond call), and Numba's own compile-time
-    accounting explains most of the difference. The first jitted call in a process also pays
-    Numba's start-up, measured apart (a trivial function first). CPU times: immune to other load."""
+    """The first call of a jitted function compiles it: in a fresh interpreter most of that call
+    is compilation, and Numba's own compile-time accounting explains most of its extra time. Both
+    bounds are that "most" (more than half): the first call costs more than twice the steady
+    state (measured about a thousand times: 0.25-0.43 s of compiling against a sub-millisecond
+    call), and the compile time is more than half the difference. The first jitted call in a
+    process also pays Numba's start-up, measured apart (a trivial function first). CPU times for
+    the ratio: immune to other load."""
     cold = first_calls["cold"]
     assert cold["cache_misses"] == 1 and cold["cache_hits"] == 0
     ratio = cold["first_cpu_s"] / cold["steady_cpu_s"]
     excess = cold["first_s"] - cold["steady_s"]
     claim(f"first call {cold['first_s'] * 1e3:.0f} ms vs steady {cold['steady_s'] * 1e3:.2f} ms "
-          f"(CPU {ratio:.0f}x >= 10); Numba's compile time {cold['numba_compile_s'] * 1e3:.0f} ms; "
+          f"(CPU {ratio:.0f}x >= {MOSTLY:g}); Numba's compile time {cold['numba_compile_s'] * 1e3:.0f} ms; "
           f"start-up before it {cold['start_up_s']:.2f} s")
-    assert ratio >= 10, f"the first call cost only {ratio:.1f}x the steady state"
-    assert 0.5 * excess <= cold["numba_compile_s"] <= cold["first_s"], \
+    assert ratio >= MOSTLY, f"the first call cost only {ratio:.1f}x the steady state"
+    assert excess / MOSTLY <= cold["numba_compile_s"] <= cold["first_s"], \
         f"Numba's compile time {cold['numba_compile_s']:.3f} s does not explain the extra {excess:.3f} s"
 
 
 @pytest.mark.timing
 def test_cache_removes_most_compile_time(first_calls: dict[str, dict[str, Any]], claim) -> None:
     """``cache=True`` writes the machine code to disk; a fresh process loads it instead of
-    compiling, and its first call costs at most a quarter of the compiling one. What the cache does
-    not remove is Numba's start-up: the first jitted call in a process still costs several times
-    the cached load."""
+    compiling, which removes most of the first call's cost: the cached first call costs less than
+    half the compiling one (CPU). What the cache does not remove is Numba's start-up, and it is
+    most of what a fresh process still pays: the first jitted call in a process costs more than
+    the cached load (measured several times: ~0.18 s of start-up, NOTES.md)."""
     cold, cached = first_calls["cold"], first_calls["cached"]
     assert (cached["cache_hits"], cached["cache_misses"]) == (1, 0), "the cache was not loaded"
     share = cached["first_cpu_s"] / cold["first_cpu_s"]
     start_up = cached["start_up_cpu_s"] / cached["first_cpu_s"]
     claim(f"first call cached {cached['first_s'] * 1e3:.1f} ms vs compiling {cold['first_s'] * 1e3:.0f} ms "
-          f"(CPU share {share:.2f} <= 0.25); start-up still {cached['start_up_s']:.2f} s "
-          f"({start_up:.0f}x the cached load >= 5)")
-    assert share <= 0.25, f"the cached first call still cost {share:.0%} of compiling"
-    assert start_up >= 5, f"Numba's start-up was only {start_up:.1f}x the cached load"
+          f"(CPU share {share:.2f} <= {1 / MOSTLY:g}); start-up still {cached['start_up_s']:.2f} s "
+          f"({start_up:.0f}x the cached load >= 1)")
+    assert share <= 1 / MOSTLY, f"the cached first call still cost {share:.0%} of compiling"
+    assert start_up >= 1, f"Numba's start-up was only {start_up:.1f}x the cached load"
 
 
 def threads_claim(speedup: SpeedupMeter, workers: int, kernel: Kernel, claims: list[Claim],

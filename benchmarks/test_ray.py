@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_hpcdemo.core import workloads
-from pytest_hpcdemo.core.measure import at_least, median, scaling_floor
+from pytest_hpcdemo.core.measure import at_least, dominant_part_bound, median, scaling_floor
 from pytest_hpcdemo.node import scaling
 
 if TYPE_CHECKING:
@@ -253,8 +253,11 @@ def test_actor_runs_calls_one_at_a_time(ray, claim) -> None:
 
 def test_get_of_a_put_array_is_zero_copy(ray, speedup) -> None:
     """``ray.get`` of an array put in the object store is zero-copy: read-only, two gets share one
-    buffer, and its time does not grow with the size (32 MiB takes no more than twice as long as
-    1 MiB, where a copy would take about 32 times as long)."""
+    buffer, and the array's size does not dominate the time of a get. The bound is what that
+    says (``measure.dominant_part_bound``, the multiprocessing chapter's shared-memory boundary):
+    were the copied bytes exactly half of a 32 MiB get, a 1 MiB one, 32 times less data, would take
+    1/2 + 1/64 of its time, a speedup of 33/64; a get that copies nothing stays above it, one
+    dominated by a copy falls below."""
     import numpy as np
 
     small, large = np.arange(ARRAY_SMALL, dtype=np.float64), np.arange(ARRAY_LARGE, dtype=np.float64)
@@ -274,7 +277,8 @@ def test_get_of_a_put_array_is_zero_copy(ray, speedup) -> None:
         for _ in range(gets):
             ray.get(large_ref, timeout=TIMEOUT)
 
-    speedup(get_small, get_large, [at_least("speedup", 0.5)], cores_needed=1,
+    no_copy = 1 / dominant_part_bound(ARRAY_LARGE / ARRAY_SMALL)  # candidate large, baseline small
+    speedup(get_small, get_large, [at_least("speedup", no_copy)], cores_needed=1,
             name=f"ray.get {large.nbytes >> 20} MiB vs {small.nbytes >> 20} MiB array")
 
 

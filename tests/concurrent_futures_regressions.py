@@ -2,15 +2,13 @@
 ``concurrent.futures``, named by ``HPCDEMO_REGRESSION``, before the chapter modules import it.
 
 tests/test_fail_fast.py runs the chapters under each one and checks that the run ends in time,
-failing the test whose name says which semantics broke. ``HPCDEMO_STEP_S`` shortens the chapters'
-bounded waits (``test_pools.STEP_TIMEOUT``) so that those runs stay short.
+failing the test whose name says which semantics broke.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import os
-import sys
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import _base, process, thread
 from typing import Any
@@ -74,7 +72,3 @@ def plant(name: str) -> None:
 
 plant(os.environ["HPCDEMO_REGRESSION"])
 
-
-def pytest_collection_finish(session: pytest.Session) -> None:
-    if "HPCDEMO_STEP_S" in os.environ and "test_pools" in sys.modules:
-        sys.modules["test_pools"].STEP_TIMEOUT = float(os.environ["HPCDEMO_STEP_S"])

@@ -228,6 +228,18 @@ def test_scaling_floor_derives_from_workers() -> None:
     assert measure.scaling_floor(8) > measure.scaling_floor(4)
 
 
+@pytest.mark.parametrize("factor", [2.0, 32.0, 200.0, 1024.0, math.inf])
+def test_dominant_part_bound_is_the_speedup_of_a_half_that_shrinks(factor: float) -> None:
+    """A baseline of 1 s whose dominant part is exactly half: the candidate keeps the other half
+    and 1/factor of it. A larger part gives more, a smaller one less, and no factor reaches 2."""
+    bound = measure.dominant_part_bound(factor)
+    assert bound == pytest.approx(1.0 / (0.5 + 0.5 / factor))
+    assert 1.0 < bound <= 2.0
+    for part, above in ((0.6, True), (0.4, False)):
+        speedup = 1.0 / (1.0 - part + part / factor)
+        assert (speedup > bound) is above
+
+
 def test_timed_accounts_cpu_of_the_process() -> None:
     t = measure.timed(lambda: sum(i * i for i in range(300_000)))
     assert t.wall > 0 and t.cpu > 0

@@ -84,13 +84,19 @@ def test_a_claim_on_its_threshold_holds_or_fails_at_most_the_promised_rate(claim
 
 def test_two_claims_on_the_same_rounds_hold_at_the_stated_confidence_as_a_family() -> None:
     """Speedup and parallelism both on their bounds, tested on the same rounds: the chance that
-    either is decided either way is at most 1 - confidence (Bonferroni over the family)."""
+    either bound is declared "holds" is at most (1 - confidence) / 2, and so is the chance that
+    either is declared "fails" (Bonferroni over the family), so that either is decided either way
+    in at most 1 - confidence."""
     claims = [at_least("speedup", 1.0), at_least("parallelism", 1.0)]
     results = simulate(12, TRIALS_H0, 1.0, claims)
-    wrong = sum(any(d.verdict is not Verdict.INCONCLUSIVE for d in m.decisions) for m in results) / TRIALS_H0
+
+    def any_decided(verdicts: set[Verdict]) -> float:
+        return sum(any(d.verdict in verdicts for d in m.decisions) for m in results) / TRIALS_H0
+
+    for verdict in (Verdict.HOLDS, Verdict.FAILS):
+        assert any_decided({verdict}) <= ALPHA_SIDE + margin(ALPHA_SIDE, TRIALS_H0), verdict
     family_alpha = 1 - SETTINGS.confidence
-    assert wrong <= family_alpha + margin(family_alpha, TRIALS_H0)
-    assert share(results, Verdict.HOLDS) <= ALPHA_SIDE + margin(ALPHA_SIDE, TRIALS_H0)
+    assert any_decided({Verdict.HOLDS, Verdict.FAILS}) <= family_alpha + margin(family_alpha, TRIALS_H0)
 
 
 TRIALS_POWER = 400
@@ -165,7 +171,12 @@ def rates(trials: int) -> list[str]:
         results = simulate(seed, trials, speedup, claims, parallelism)
         rounds = sorted(len(m.rounds) for m in results)
         holds, fails = share(results, Verdict.HOLDS), share(results, Verdict.FAILS)
-        lines.append(f"{name}: holds {holds:.1%}, fails {fails:.1%}, "
+        any_bound = ""
+        if len(claims) > 1:  # the family's error, each way: some bound declared holds / fails
+            some = [sum(any(d.verdict is v for d in m.decisions) for m in results) / trials
+                    for v in (Verdict.HOLDS, Verdict.FAILS)]
+            any_bound = f" (some bound holds {some[0]:.1%}, some bound fails {some[1]:.1%})"
+        lines.append(f"{name}: holds {holds:.1%}, fails {fails:.1%}{any_bound}, "
                      f"median {rounds[trials // 2]} rounds, at most {rounds[-1]}")
     return lines
 

@@ -53,6 +53,18 @@ def scaling_floor(workers: int) -> float:
     return 1.0 + SCALING_SHARE * (max(1, workers) - 1)
 
 
+def dominant_part_bound(factor: float) -> float:
+    """The speedup at which a part of the baseline's time that *dominates* it (more than half)
+    becomes ``factor`` times smaller in the candidate, the rest unchanged: with the part exactly
+    half, ``1 / (1/2 + 1/(2 factor)) = 2 factor / (factor + 1)``; ``factor`` infinite gives 2.
+
+    The one reading of "dominates" / "most of" that the chapters' cost claims share: a claim
+    that a part (per-message cost, copied bytes) dominates and shrinks by ``factor`` holds above
+    this bound; a claim that it does not dominate holds below it. It needs no machine figure:
+    what the claim says fixes it."""
+    return 2.0 if math.isinf(factor) else 2.0 * factor / (factor + 1.0)
+
+
 # ---------------------------------------------------------------------------------------------
 # CPU accounting
 
