@@ -4,7 +4,7 @@ Ranks on one host talk through shared memory; ranks on different hosts through t
 claims below need both at once, so they need ranks on two hosts, two of them on one host:
 ``mpirun -f hosts -n 3 pytest -m mpi benchmarks/test_cluster_mpi.py`` on a cluster (docs/cluster.md),
 skipped with that reason on one host. ``pytest benchmarks`` runs them itself, outside any launcher,
-on two simulated hosts (network namespaces, pytest_hpcdemo.simhosts) where the machine allows it:
+on two simulated hosts (network namespaces, pytest_hpcdemo.cluster.simhosts) where the machine allows it:
 MPICH's Hydra starts its proxy on the second host through a launcher script, and UCX is limited to
 TCP, since namespaces share the machine's memory and UCX would otherwise see through them.
 Each claim compares two paths in the same job, and the C loops of benchmarks/c/pingpong.c give
@@ -22,7 +22,7 @@ import pytest
 import test_mpi
 from test_mpi import LARGE, REPS, SMALL, PingPong
 
-from pytest_hpcdemo.measure import at_least
+from pytest_hpcdemo.core.measure import at_least
 
 HOSTS_REASON = ("needs ranks on 2 hosts, 2 of them on one host (shared memory and network in one job): "
                 "run: mpirun -f hosts -n 3 pytest -m mpi benchmarks/test_cluster_mpi.py (docs/cluster.md)")
@@ -143,8 +143,9 @@ ACROSS_HOSTS = [name for name, fn in list(globals().items()) if name.startswith(
 @pytest.fixture(scope="module")
 def simulated_job(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """This file's MPI claims, run once as a job of 3 ranks on 2 simulated hosts (2 + 1)."""
-    from pytest_hpcdemo import cluster_runs, simhosts
-    from pytest_hpcdemo.mpi_launch import launch_of
+    from pytest_hpcdemo.cluster import runs as cluster_runs
+    from pytest_hpcdemo.cluster import simhosts
+    from pytest_hpcdemo.mpi.launch import launch_of
 
     if launch_of(os.environ) is not None:
         pytest.skip("runs the cluster job itself: start it outside any MPI launcher (pytest benchmarks)")

@@ -4,7 +4,7 @@ The claims need a Ray cluster of at least 2 nodes and a driver on one of them:
 ``RAY_ADDRESS=head:6379 pytest benchmarks/test_cluster_ray.py`` (docs/cluster.md); without
 RAY_ADDRESS they skip with that reason, before any cluster is started. With
 HPCDEMO_SIMULATED_RAY=1, ``pytest benchmarks`` runs them itself on two simulated hosts (network
-namespaces, pytest_hpcdemo.simhosts) where the machine allows it: a head node on the first host,
+namespaces, pytest_hpcdemo.cluster.simhosts) where the machine allows it: a head node on the first host,
 a worker node joining from the second (one CPU each), and the driver beside the head. The claim
 that kills a worker node runs only where the test started the cluster itself
 (HPCDEMO_MAY_KILL_A_NODE=1), never on a cluster it was pointed at.
@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from pytest_hpcdemo.measure import at_least
+from pytest_hpcdemo.core.measure import at_least
 
 TIMEOUT = 120.0  # every ray.get here has one: a node that died must not hang the run
 ARRAY = 2**22  # float64 elements: 32 MiB, in the object store
@@ -187,7 +187,8 @@ ACROSS_NODES = ["test_spread_tasks_land_on_every_node", "test_get_of_an_object_o
 @pytest.fixture(scope="module")
 def simulated_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """This file's Ray claims, run once by a driver on a 2-node cluster of simulated hosts."""
-    from pytest_hpcdemo import cluster_runs, simhosts
+    from pytest_hpcdemo.cluster import runs as cluster_runs
+    from pytest_hpcdemo.cluster import simhosts
 
     if os.environ.get("RAY_ADDRESS"):
         pytest.skip("RAY_ADDRESS names a cluster: the claims above run on it instead")

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from pytest_hpcdemo.child_interpreter import ChildInterpreter
-from pytest_hpcdemo.measure import at_least, at_most, scaling_floor
+from pytest_hpcdemo.core.child_interpreter import ChildInterpreter
+from pytest_hpcdemo.core.measure import at_least, at_most, scaling_floor
 
 # Fixed sizes (never calibrated from a timing): ~0.15-0.2 s of pure-Python work per task on a
 # free-threaded 3.13 here (the same as the GIL chapter's CPU_TASK).

@@ -13,10 +13,10 @@ from queue import Queue
 
 import pytest
 
-from pytest_hpcdemo import workloads
 from pytest_hpcdemo.backends.processes import make_process_pool_factory
 from pytest_hpcdemo.backends.teardown import bounded
-from pytest_hpcdemo.measure import SINGLE_CORE_CEILING, at_least, at_most, scaling_floor
+from pytest_hpcdemo.core import workloads
+from pytest_hpcdemo.core.measure import SINGLE_CORE_CEILING, at_least, at_most, scaling_floor
 
 # Fixed sizes (never calibrated from a timing): ~0.1 s of pure-Python work per task here.
 CPU_TASK = 1_500_000

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pytest_hpcdemo import gpu
-from pytest_hpcdemo.measure import Verdict, at_least, at_most
+from pytest_hpcdemo.core.measure import Verdict, at_least, at_most
+from pytest_hpcdemo.gpu import timing as gpu
 
 # Unit roundoff of float32: a correctly rounded operation is off by at most this, relatively.
 U32 = float(np.finfo(np.float32).eps) / 2

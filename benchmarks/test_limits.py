@@ -12,7 +12,7 @@ import math
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pytest_hpcdemo.limits import Limits
+    from pytest_hpcdemo.node.limits import Limits
 
 
 def test_machine_limits_are_measured(machine_limits: Limits, hardware, claim) -> None:

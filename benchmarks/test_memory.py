@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 
-from pytest_hpcdemo import memory, workloads
+from pytest_hpcdemo.core import workloads
+from pytest_hpcdemo.node import memory
 
 if TYPE_CHECKING:
-    from pytest_hpcdemo.hardware import Hardware
+    from pytest_hpcdemo.core.hardware import Hardware
 
 pytestmark = pytest.mark.skipif(memory.anonymous_bytes() is None, reason="needs Linux's /proc/PID/status")
 

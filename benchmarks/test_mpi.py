@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from pytest_hpcdemo.measure import at_least, scaling_floor
+from pytest_hpcdemo.core.measure import at_least, scaling_floor
 
 np = pytest.importorskip("numpy")
 

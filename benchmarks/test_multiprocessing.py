@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pytest_hpcdemo import workloads
 from pytest_hpcdemo.backends.processes import make_process_pool_factory
 from pytest_hpcdemo.backends.teardown import bounded
-from pytest_hpcdemo.measure import at_least, at_most
+from pytest_hpcdemo.core import workloads
+from pytest_hpcdemo.core.measure import at_least, at_most
 
 BIG, SMALL = 32 * 2**20, 32 * 2**10  # bytes of float64 data handed to a worker
 HANDOFFS = 5  # per timed call, so that one call lasts long enough to time

@@ -18,14 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_hpcdemo import numba_support, workloads
 from pytest_hpcdemo.backends.processes import make_process_pool_factory
 from pytest_hpcdemo.backends.teardown import bounded
-from pytest_hpcdemo.measure import SINGLE_CORE_CEILING, Claim, at_least, at_most, scaling_floor
+from pytest_hpcdemo.core import workloads
+from pytest_hpcdemo.core.measure import SINGLE_CORE_CEILING, Claim, at_least, at_most, scaling_floor
+from pytest_hpcdemo.numba import support as numba_support
 
 if TYPE_CHECKING:
-    from pytest_hpcdemo.claims import SpeedupMeter
-    from pytest_hpcdemo.hardware import Hardware
+    from pytest_hpcdemo.core.claims import SpeedupMeter
+    from pytest_hpcdemo.core.hardware import Hardware
 
 pytestmark = pytest.mark.numba
 

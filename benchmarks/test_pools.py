@@ -30,8 +30,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_hpcdemo import workloads
-from pytest_hpcdemo.measure import at_least
+from pytest_hpcdemo.core import workloads
+from pytest_hpcdemo.core.measure import at_least
 
 # How long a step that must happen promptly may take: a submitted task starting (a process pool
 # or Ray starts a worker process then: Ray's five took over 15 s on a 2-core machine at load 20)

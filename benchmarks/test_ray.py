@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_hpcdemo import workloads
-from pytest_hpcdemo.measure import at_least, median, scaling_floor
+from pytest_hpcdemo.core import workloads
+from pytest_hpcdemo.core.measure import at_least, median, scaling_floor
 
 if TYPE_CHECKING:
-    from pytest_hpcdemo.ray_cluster import RayCluster
+    from pytest_hpcdemo.ray.cluster import RayCluster
 
 pytestmark = pytest.mark.ray
 
@@ -82,7 +82,7 @@ class RacyCounter:
 def test_no_listener_outside_loopback(ray_cluster: RayCluster, claim) -> None:
     """Every socket the local cluster listens on (GCS, raylet, object manager, agents, workers and
     this driver's core worker) is bound to a loopback address, none to all interfaces."""
-    from pytest_hpcdemo.ray_cluster import driver_port, listeners
+    from pytest_hpcdemo.ray.cluster import driver_port, listeners
 
     if not ray_cluster.local:
         pytest.skip("RAY_ADDRESS names a cluster this session did not start: its binding is its own")
@@ -161,7 +161,7 @@ def test_cancel_queued_running_and_forced(ray, ray_cluster, tmp_path, claim) -> 
     worker process."""
     from ray.exceptions import TaskCancelledError
 
-    from pytest_hpcdemo.ray_cluster import Proc, wait_gone
+    from pytest_hpcdemo.ray.cluster import Proc, wait_gone
 
     gate = tmp_path / "release"
     blocker = ray.remote(hold_until).options(num_cpus=ray_cluster.cpus)

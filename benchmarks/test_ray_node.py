@@ -20,10 +20,11 @@ from test_scaling import (
     python_share,
 )
 
-from pytest_hpcdemo import memory, scaling, workloads
+from pytest_hpcdemo.core import workloads
+from pytest_hpcdemo.node import memory, scaling
 
 if TYPE_CHECKING:
-    from pytest_hpcdemo.ray_cluster import RayCluster
+    from pytest_hpcdemo.ray.cluster import RayCluster
 
 pytestmark = pytest.mark.ray
 

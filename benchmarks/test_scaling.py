@@ -10,7 +10,7 @@ Guide: processes get round the GIL, threads do not (unless the build is free-thr
 Up to four workers a point is strong scaling (every share serially against the same shares on N
 workers, the same CPU work on both sides); above, it measures efficiency directly (one worker's
 share serially), so a round lasts about two shares at any N and a 128-core node finishes the
-study in minutes (``pytest_hpcdemo.scaling``). The claim at N workers: efficiency at least the
+study in minutes (``pytest_hpcdemo.node.scaling``). The claim at N workers: efficiency at least the
 scaling floor of the physical cores among them over N; at the usable core count, that is the claim
 on the whole node. One worker uses one core (parallelism), whatever the backend.
 """
@@ -23,12 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_hpcdemo import scaling, workloads
-from pytest_hpcdemo.session import hardware_of
+from pytest_hpcdemo.core import workloads
+from pytest_hpcdemo.core.session import hardware_of
+from pytest_hpcdemo.node import scaling
 
 if TYPE_CHECKING:
-    from pytest_hpcdemo.hardware import Hardware
-    from pytest_hpcdemo.limits import Limits
+    from pytest_hpcdemo.core.hardware import Hardware
+    from pytest_hpcdemo.node.limits import Limits
 
 # Fixed task sizes (never calibrated from a timing): ~0.05 s each here, two per worker, so one
 # worker's share (~0.1 s) dwarfs a pool's dispatch cost even at 128 workers.

@@ -1,8 +1,18 @@
-"""pytest-hpcdemo: a pytest plugin and benchmark suite that measures the claims of a Python HPC guide.
+"""pytest-hpcdemo: a pytest plugin and benchmark suite that measures a Python HPC guide's claims.
 
-Empty on purpose: the plugin (``pytest_hpcdemo.plugin``) loads in every pytest session of an
-environment that has it installed, and this package's import is part of that cost. Being a regular
-package (not a namespace one) also keeps pytest's assertion rewriting to ``pytest_hpcdemo``: without
-this file pytest marks our module names (``plugin``, ``session``, ``__main__``, ...) for rewriting
-as top-level modules of every project, and warns about ``__main__`` in every session.
+Importing the package imports nothing else: the pytest plugin is ``pytest_hpcdemo.plugin``, and
+``__version__`` is read from the installed distribution's metadata only when asked for.
 """
+
+from __future__ import annotations
+
+
+def __getattr__(name: str) -> str:
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("pytest-hpcdemo")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            return "0+unknown"
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,7 +3,7 @@
 * ``compare [RUNS...]``: the history of every benchmark and claim over saved runs, and the gate
   applied to the last run against the one before it, without re-running the suite;
 * ``continuous BASE [HEAD] [-- PYTEST-ARGS]``: two revisions run in interleaved sessions and
-  compared pair by pair (continuous.py).
+  compared pair by pair (gate/continuous.py).
 
 Exit status: 0 no regression (or nothing to compare), 1 a regression, 2 bad arguments or an
 unreadable history file (one line naming it on stderr).
@@ -15,7 +15,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import continuous, gate
+from .gate import continuous
+from .gate import history as gate
 
 
 def _fraction(text: str) -> float:

@@ -1,6 +1,6 @@
 """pytest hooks only: options, markers, report header, skips, the claim summary, machine_info.
 
-A session that does not use the plugin (usage.py) gets none of it: after collection the plugin and
+A session that does not use the plugin (core/usage.py) gets none of it: after collection the plugin and
 its chapter modules unregister themselves, so that its tests run as without them.
 """
 
@@ -13,9 +13,9 @@ from collections.abc import Generator
 
 import pytest
 
-from . import markers, usage
-from .optiontypes import number, positive_seconds
-from .session import OPTIONS_KEY, STRICT_KEY, Options, claim_log, hardware_of, has_claims, under_xdist
+from .core import markers, usage
+from .core.options import number, positive_seconds
+from .core.session import OPTIONS_KEY, STRICT_KEY, Options, claim_log, hardware_of, has_claims, under_xdist
 
 _confidence = number("a probability", lambda v: 0.5 <= v < 1, "at least 0.5 and below 1")
 _share = number("a share", lambda v: 0 <= v <= 1, "from 0 to 1")
@@ -23,8 +23,19 @@ _share = number("a share", lambda v: 0 <= v <= 1, "from 0 to 1")
 
 # Modules with fixtures and hooks (options included) of their own, one per concern, registered with
 # this plugin at start-up. Each keeps its module-level imports to pytest and the standard library.
-CHAPTER_PLUGINS = ("fixtures", "mpi_plugin", "numba_plugin", "ray_plugin", "gpu_plugin", "gate_plugin",
-                   "pool_guard", "interrupts", "node_plugin")
+# Keys: the names users block with ``-p no:hpcdemo.NAME``, kept from the flat layout; values: the
+# modules, relative to this package.
+CHAPTER_PLUGINS = {
+    "fixtures": "core.fixtures",
+    "mpi_plugin": "mpi.plugin",
+    "numba_plugin": "numba.plugin",
+    "ray_plugin": "ray.plugin",
+    "gpu_plugin": "gpu.plugin",
+    "gate_plugin": "gate.plugin",
+    "pool_guard": "core.pool_guard",
+    "interrupts": "core.interrupts",
+    "node_plugin": "node.plugin",
+}
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -33,10 +44,10 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     Not through ``pytest_plugins``: pytest looks each of those names up among every installed
     distribution's entry points, which cost a plain ``--collect-only`` over 10% more time.
     """
-    for name in CHAPTER_PLUGINS:
+    for name, module in CHAPTER_PLUGINS.items():
         plugin_name = f"hpcdemo.{name}"
         if pluginmanager.get_plugin(plugin_name) is None and not pluginmanager.is_blocked(plugin_name):
-            pluginmanager.register(importlib.import_module(f"{__package__}.{name}"), plugin_name)
+            pluginmanager.register(importlib.import_module(f"{__package__}.{module}"), plugin_name)
 
 # fork and forkserver exist on POSIX only; spawn everywhere. Stated here rather than asked of
 # multiprocessing, whose import would be the plugin's largest start-up cost.
@@ -77,7 +88,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _header(config: pytest.Config) -> list[str]:
-    from .report import header_lines
+    from .report.claims import header_lines
 
     return header_lines(hardware_of(config), config.getoption("hpc_start_method"))
 
@@ -138,21 +149,23 @@ def pytest_runtest_makereport(
     report = yield
     claim_test = not CLAIM_FIXTURES.isdisjoint(getattr(item, "fixturenames", ()))
     if report.when == "setup" and report.skipped and claim_test:
-        from .report import docstring_title  # a claim skipped before it opened (missing hardware): not run
+        from .report.claims import (
+            docstring_title,  # a claim skipped before it opened (missing hardware): not run
+        )
 
         claim_log(item.config).open(item.nodeid, docstring_title(getattr(item, "function", None)))
     if not has_claims(item.config):
         return report
     if report.when == "call" or (report.when == "setup" and not report.passed):
         reason = report.longrepr[2] if report.skipped and isinstance(report.longrepr, tuple) else ""
-        from .report import error_of
+        from .report.claims import error_of
 
         claim_log(item.config).settle(item.nodeid, report.outcome, reason, error_of(report, call.excinfo))
     return report
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    from .session import strict_failure
+    from .core.session import strict_failure
 
     if strict_failure(session.config) and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
@@ -162,7 +175,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
     if not has_claims(config):
         return
-    from .terminal import claim_lines
+    from .report.terminal import claim_lines
 
     log = claim_log(config)
     terminalreporter.section("hpcdemo claims")
@@ -175,6 +188,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, object]) -> None:
-    from .report import hardware_info
+    from .report.claims import hardware_info
 
     machine_info["hpcdemo"] = hardware_info(hardware_of(config))

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from pytest_hpcdemo.child_interpreter import ChildError, ChildInterpreter
-from pytest_hpcdemo.hardware import gil_state
+from pytest_hpcdemo.core.child_interpreter import ChildError, ChildInterpreter
+from pytest_hpcdemo.core.hardware import gil_state
 
 
 def _gone(pid: int) -> bool:
@@ -66,7 +66,7 @@ def test_a_call_outside_the_block_or_with_bad_sizes_is_refused() -> None:
 
 def test_stop_kills_a_child_that_ignores_its_closed_stdin(monkeypatch: pytest.MonkeyPatch) -> None:
     """A child still busy when stopped is killed after STOP_TIMEOUT_S, not waited for forever."""
-    from pytest_hpcdemo import child_interpreter
+    from pytest_hpcdemo.core import child_interpreter
 
     monkeypatch.setattr(child_interpreter, "STOP_TIMEOUT_S", 0.2)
     child = ChildInterpreter(gil=True, timeout_s=0.01)

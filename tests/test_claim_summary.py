@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_hpcdemo.report import ClaimLog
+from pytest_hpcdemo.report.claims import ClaimLog
 
 # Scripted calls (the plugin's summary is under test, not a machine): the baseline's calls
 # alternate between 10 and 30 ms (``walls``) against the candidate's 20, so per-round speedups
@@ -15,7 +15,7 @@ from pytest_hpcdemo.report import ClaimLog
 STRADDLING = """
 import itertools
 import time
-from pytest_hpcdemo.measure import Timing, at_least
+from pytest_hpcdemo.core.measure import Timing, at_least
 
 def straddle(speedup, threshold, name, walls=(0.01, 0.03)):
     walls = itertools.cycle(walls)

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from bench_repo import make_repo  # tests/ is on sys.path (pytest's rootdir-less "prepend" import)
 
-from pytest_hpcdemo import continuous
 from pytest_hpcdemo.__main__ import main
-from pytest_hpcdemo.continuous import Figure, compare_sessions, session_figures, session_order
-from pytest_hpcdemo.gate import Outcome
+from pytest_hpcdemo.gate import continuous
+from pytest_hpcdemo.gate.continuous import Figure, compare_sessions, session_figures, session_order
+from pytest_hpcdemo.gate.history import Outcome
 
 
 def sessions(rng: random.Random, pairs: int, count: int, slowed: dict[int, float] | None = None,

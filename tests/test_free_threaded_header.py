@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from pytest_hpcdemo import hardware
-from pytest_hpcdemo.report import header_lines
+from pytest_hpcdemo.core import hardware
+from pytest_hpcdemo.report.claims import header_lines
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from pytest_hpcdemo import gate
 from pytest_hpcdemo.__main__ import main
-from pytest_hpcdemo.gate import Outcome, Run, Series, Thresholds
+from pytest_hpcdemo.gate import history as gate
+from pytest_hpcdemo.gate.history import Outcome, Run, Series, Thresholds
 
 HW = {"usable_cores": 2, "gil_enabled": True, "gpu": {"devices": []}, "mpi": {"world_size": 1}}
 MACHINE = {"node": "box", "cpu": {"brand_raw": "cpu"}, "python_version": "3.11.7", "hpcdemo": HW}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_hpcdemo.gate import machine_id
+from pytest_hpcdemo.gate.history import machine_id
 
 # Virtual time: every round "takes" its nominal seconds plus up to 2% of noise, on the benchmark's
 # timer and in the claim's measurement alike. The gate's verdicts are then certain (a 40% slowdown
@@ -17,8 +17,8 @@ from pytest_hpcdemo.gate import machine_id
 BENCH = """
 import random
 import pytest
-from pytest_hpcdemo import measure
-from pytest_hpcdemo.measure import at_least
+from pytest_hpcdemo.core import measure
+from pytest_hpcdemo.core.measure import at_least
 
 SLOW = {slow}
 NOW = [0.0]
@@ -204,7 +204,7 @@ def test_saves_go_through_the_exclusive_atomic_writer(pytester: pytest.Pytester)
     pytester.makepyfile(test_work="""
 def test_storage_save_is_ours(request):
     save = request.config._benchmarksession.storage.save
-    assert save.__module__ == "pytest_hpcdemo.gate_plugin", save
+    assert save.__module__ == "pytest_hpcdemo.gate.plugin", save
 
 def test_bench(benchmark):
     benchmark.pedantic(sum, args=([1, 2],), rounds=3)

@@ -15,8 +15,9 @@ from types import SimpleNamespace
 import numpy
 import pytest
 
-from pytest_hpcdemo import gpu, hardware, measure
-from pytest_hpcdemo.hardware import CudaDevice, CudaRuntime, GpuInfo
+from pytest_hpcdemo.core import hardware, measure
+from pytest_hpcdemo.core.hardware import CudaDevice, CudaRuntime, GpuInfo
+from pytest_hpcdemo.gpu import timing as gpu
 
 
 class StandInDevice:
@@ -365,7 +366,7 @@ def test_gpu_benchmark_speedup_records_an_entry_and_a_claim(pytester: pytest.Pyt
     machine(GpuInfo(None, None))
     pytester.makeconftest(STAND_IN_CONFTEST)
     pytester.makepyfile("""
-from pytest_hpcdemo.measure import at_least
+from pytest_hpcdemo.core.measure import at_least
 
 def test_launch(gpu_benchmark, xp):
     '''Launches return before the work is done.'''
@@ -388,7 +389,7 @@ def test_launch(gpu_benchmark, xp):
 
 def test_gpu_benchmark_is_timing_sensitive(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(STAND_IN_CONFTEST)
-    pytester.makepyfile("from pytest_hpcdemo.markers import marker\n"
+    pytester.makepyfile("from pytest_hpcdemo.core.markers import marker\n"
                         "def test_t(gpu_benchmark, xp, request):\n"
                         "    assert marker(request.node, 'timing')\n")
     pytester.runpytest("-p", "no:xdist").assert_outcomes(passed=1)

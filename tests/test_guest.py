@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_hpcdemo import hardware, mpi_plugin
-from pytest_hpcdemo.mpi_launch import launch_of, pmi_fd_is_ours
+from pytest_hpcdemo.core import hardware
+from pytest_hpcdemo.mpi import plugin as mpi_plugin
+from pytest_hpcdemo.mpi.launch import launch_of, pmi_fd_is_ours
 
 WITHOUT = ("-p", "no:hpcdemo")
 OPT_IN = ("-o", "hpcdemo=true")
@@ -134,7 +135,7 @@ IMPORTS_CONFTEST = """
 import sys
 
 def pytest_unconfigure(config):  # after pytest-benchmark saved the run
-    heavy = ["numpy", "threadpoolctl", "cupy", "mpi4py", "scipy", "pytest_hpcdemo.hardware"]
+    heavy = ["numpy", "threadpoolctl", "cupy", "mpi4py", "scipy", "pytest_hpcdemo.core.hardware"]
     print("LOADED:", sorted(m for m in heavy if m in sys.modules))
 """
 
@@ -280,7 +281,7 @@ def test_long_user_mpi_test_outlives_the_default_deadline(pytester: pytest.Pytes
     this short the default is lowered to 1 s once the MPI session is up (its own collectives keep
     the 60 s); the test runs 3 s."""
     pytester.makeconftest("""
-from pytest_hpcdemo import mpi_plugin
+from pytest_hpcdemo.mpi import plugin as mpi_plugin
 
 def pytest_sessionstart(session):
     mpi_plugin.DEFAULT_DEADLINE_S = 1.0

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from pytest_hpcdemo import hardware
+from pytest_hpcdemo.core import hardware
 
 
 @pytest.mark.parametrize(
@@ -121,7 +121,7 @@ def test_cpu_bound_cores_are_physical_cores_cut_by_a_quota(affinity, physical, q
 
 
 def test_the_header_says_when_usable_cores_are_smt_siblings() -> None:
-    from pytest_hpcdemo.report import header_lines
+    from pytest_hpcdemo.report.claims import header_lines
 
     assert "SMT siblings: 4 CPUs on 2 physical cores, CPU-bound claims count 2" in \
         header_lines(hardware_with(4, 2, None), "spawn")[0]

@@ -24,10 +24,11 @@ from pathlib import Path
 
 import pytest
 
-from pytest_hpcdemo import hardware, mpi
-from pytest_hpcdemo.interrupts import Interrupts, SignalListener
-from pytest_hpcdemo.mpi import mapped_shared_memory
-from pytest_hpcdemo.mpi_monitor import exit_events
+from pytest_hpcdemo.core import hardware
+from pytest_hpcdemo.core.interrupts import Interrupts, SignalListener
+from pytest_hpcdemo.mpi import session as mpi
+from pytest_hpcdemo.mpi.monitor import exit_events
+from pytest_hpcdemo.mpi.session import mapped_shared_memory
 
 MPIRUN = Path(sys.executable).parent / "mpirun"
 READY_TIMEOUT_S = 120.0  # Ray's start takes up to 14 s on a loaded machine, pytest's a few

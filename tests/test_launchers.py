@@ -1,4 +1,4 @@
-"""Launcher detection (pytest_hpcdemo.mpi_launch) in each launcher's environment, and the header's
+"""Launcher detection (pytest_hpcdemo.mpi.launch) in each launcher's environment, and the header's
 lines of ranks by host and of a Ray cluster's nodes. MPICH's Hydra is run for real, on one host
 and on two simulated hosts; Slurm's and Open MPI's variables are those their documentation lists
 for a task of a step."""
@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from pytest_hpcdemo import cluster_runs, simhosts
-from pytest_hpcdemo.mpi_launch import Launch, launch_of, slurm_tasks_on_node
-from pytest_hpcdemo.mpi_plugin import hosts_line
+from pytest_hpcdemo.cluster import runs as cluster_runs
+from pytest_hpcdemo.cluster import simhosts
+from pytest_hpcdemo.mpi.launch import Launch, launch_of, slurm_tasks_on_node
+from pytest_hpcdemo.mpi.plugin import hosts_line
 
-PRINT_LAUNCH = ("import os, socket; from pytest_hpcdemo.mpi_launch import launch_of; "
+PRINT_LAUNCH = ("import os, socket; from pytest_hpcdemo.mpi.launch import launch_of; "
                 "print(socket.gethostname(), *launch_of(os.environ), sep='|')")
 
 # A task of `srun -N 2 -n 3 ...` on the second node (node 1), rank 2; from Slurm's srun(1) "OUTPUT
@@ -102,7 +103,7 @@ def test_header_groups_ranks_by_host() -> None:
 
 
 def test_ray_header_lists_each_node_and_its_resources() -> None:
-    from pytest_hpcdemo.ray_cluster import RayCluster
+    from pytest_hpcdemo.ray.cluster import RayCluster
 
     nodes = {"10.213.0.1": {"CPU": 1.0, "object_store_memory": 150 * 2**20},
              "10.213.0.2": {"CPU": 2.0, "object_store_memory": 300 * 2**20}}

@@ -1,4 +1,4 @@
-"""The statistics and verdicts of measure.py on synthetic measurements: no timing involved."""
+"""The statistics and verdicts of core/measure.py on synthetic measurements: no timing involved."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from pytest_hpcdemo import measure
-from pytest_hpcdemo.measure import Claim, Round, Settings, Timing, Verdict, at_least, at_most, decide
+from pytest_hpcdemo.core import measure
+from pytest_hpcdemo.core.measure import Claim, Round, Settings, Timing, Verdict, at_least, at_most, decide
 
 
 def test_median_ci_rank_matches_binomial_tables() -> None:

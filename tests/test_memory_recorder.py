@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from pytest_hpcdemo import memory
-from pytest_hpcdemo.measure import timed
+from pytest_hpcdemo.core.measure import timed
+from pytest_hpcdemo.node import memory
 
 pytestmark = pytest.mark.skipif(not memory.supported(), reason="needs Linux's /proc/PID/clear_refs (4.0+)")
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_hpcdemo import hardware
-from pytest_hpcdemo.mpi import LONE_RANK_GRACE_S
+from pytest_hpcdemo.core import hardware
+from pytest_hpcdemo.mpi.session import LONE_RANK_GRACE_S
 
 MPIRUN = Path(sys.executable).parent / "mpirun"
 LAUNCH_TIMEOUT_S = 120.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pytest_hpcdemo import fingerprint, limits
+from pytest_hpcdemo.node import fingerprint, limits
 
 CPUINFO_X86 = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9654 96-Core Processor\n"
 CPUINFO_ARM = "processor\t: 0\nBogoMIPS\t: 50.00\nCPU part\t: 0xd40\n"

@@ -12,7 +12,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from pytest_hpcdemo import hardware, numba_plugin, numba_support
+from pytest_hpcdemo.core import hardware
+from pytest_hpcdemo.numba import plugin as numba_plugin
+from pytest_hpcdemo.numba import support as numba_support
 
 LAYER = numba_plugin.LAYER_VAR
 needs_numba = pytest.mark.skipif(hardware.package_version("numba") is None,
@@ -134,7 +136,7 @@ import math
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 
-from pytest_hpcdemo import workloads
+from pytest_hpcdemo.core import workloads
 
 def test_pool_after_parallel(benchmark):
     expected = benchmark.pedantic(workloads.numba_pi_parallel, args=(100_000,), rounds=1)

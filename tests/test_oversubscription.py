@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_hpcdemo.claims import SpeedupMeter
-from pytest_hpcdemo.oversubscription import Demand, claim_reason, library_threads
+from pytest_hpcdemo.core.claims import SpeedupMeter
+from pytest_hpcdemo.node.oversubscription import Demand, claim_reason, library_threads
 
 
 def test_library_defaults_are_the_usable_cores() -> None:
@@ -45,9 +45,9 @@ def meter_on(usable_cores: int, ranks_on_node: int) -> SpeedupMeter:
     """A meter on an injected node: ``usable_cores`` cores, under a launcher with that many ranks here."""
     from dataclasses import replace
 
-    from pytest_hpcdemo.hardware import MpiInfo, detect
-    from pytest_hpcdemo.measure import Settings
-    from pytest_hpcdemo.report import ClaimLog
+    from pytest_hpcdemo.core.hardware import MpiInfo, detect
+    from pytest_hpcdemo.core.measure import Settings
+    from pytest_hpcdemo.report.claims import ClaimLog
 
     mpi = MpiInfo("4.1", "5.0", "hydra", ranks_on_node, 0, None, local_size=ranks_on_node)
     hardware = replace(detect(), usable_cores=usable_cores, mpi=mpi)
@@ -55,7 +55,7 @@ def meter_on(usable_cores: int, ranks_on_node: int) -> SpeedupMeter:
 
 
 def test_meter_refuses_a_candidate_that_would_oversubscribe_a_128_core_node() -> None:
-    from pytest_hpcdemo.measure import at_least
+    from pytest_hpcdemo.core.measure import at_least
 
     calls: list[str] = []
     meter = meter_on(128, ranks_on_node=64)
@@ -71,7 +71,7 @@ def test_meter_refuses_a_candidate_that_would_oversubscribe_a_128_core_node() ->
 
 
 def test_meter_measures_a_candidate_that_fits() -> None:
-    from pytest_hpcdemo.measure import at_most
+    from pytest_hpcdemo.core.measure import at_most
 
     calls: list[str] = []
     meter = meter_on(128, ranks_on_node=1)

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from pytest_hpcdemo import gate, plots
-from pytest_hpcdemo.report import ClaimRecord
-from pytest_hpcdemo.summary_report import timing_claim_rows, write_report
+from pytest_hpcdemo.gate import history as gate
+from pytest_hpcdemo.report import plots
+from pytest_hpcdemo.report.claims import ClaimRecord
+from pytest_hpcdemo.report.html import timing_claim_rows, write_report
 
 with contextlib.suppress(ImportError):  # the fit's tests skip without SciPy
     # Loaded at collection: a pytester run in this process may drop a NumPy it first imported.

@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from pytest_hpcdemo import backends, fixtures, hardware
+from pytest_hpcdemo import backends
+from pytest_hpcdemo.core import fixtures, hardware
 
 
 @pytest.fixture
@@ -134,7 +135,7 @@ def test_bad_option_values_are_usage_errors(pytester: pytest.Pytester, option: s
 
 CLAIMS = """
 import time
-from pytest_hpcdemo.measure import at_least
+from pytest_hpcdemo.core.measure import at_least
 
 def test_twice_as_fast(speedup):
     '''Half the wait takes less time.'''
@@ -173,7 +174,7 @@ def test_figures_land_in_benchmark_json_and_summary(pytester: pytest.Pytester) -
 def test_failing_claim_fails_with_its_figures(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("""
 import time
-from pytest_hpcdemo.measure import at_least
+from pytest_hpcdemo.core.measure import at_least
 
 def test_no_faster(speedup):
     speedup(lambda: time.sleep(0.01), lambda: time.sleep(0.01), [at_least("speedup", 3.0)],
@@ -191,7 +192,7 @@ def test_undecided_claim_is_skipped_with_its_reason(pytester: pytest.Pytester) -
     pytester.makepyfile("""
 import itertools
 import time
-from pytest_hpcdemo.measure import at_least
+from pytest_hpcdemo.core.measure import at_least
 
 def test_on_the_line(speedup):
     waits = itertools.cycle([0.01, 0.03])
@@ -226,7 +227,7 @@ def test_plain_collect_imports_no_backend(pytester: pytest.Pytester) -> None:
 import sys
 def pytest_collection_finish(session):
     heavy = ["numpy", "mpi4py", "ray", "numba", "cupy", "multiprocessing",
-             "pytest_hpcdemo.measure", "pytest_hpcdemo.hardware"]
+             "pytest_hpcdemo.core.measure", "pytest_hpcdemo.core.hardware"]
     print("LOADED:", sorted(m for m in heavy if m in sys.modules))
 """)
     result = pytester.runpytest_subprocess("--collect-only", "-q", "-s")

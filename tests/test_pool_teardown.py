@@ -95,7 +95,7 @@ def test_exit_description(exitcode: int, text: str) -> None:
 
 
 def test_own_pid_is_never_killed_by_die() -> None:
-    from pytest_hpcdemo import workloads
+    from pytest_hpcdemo.core import workloads
 
     with pytest.raises(RuntimeError, match="caller's process"):
         workloads.die("kill", None, os.getpid())

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_hpcdemo import ray_cluster as rc
-from pytest_hpcdemo.hardware import detect_cached, package_version
-from pytest_hpcdemo.ray_plugin import XDIST_REASON
+from pytest_hpcdemo.core.hardware import detect_cached, package_version
+from pytest_hpcdemo.ray import cluster as rc
+from pytest_hpcdemo.ray.plugin import XDIST_REASON
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 START_TIMEOUT = 120.0
@@ -34,8 +34,8 @@ import json, os
 from pathlib import Path
 import pytest
 import ray  # before the cluster starts, and so before the plugin sets Ray's environment
-from pytest_hpcdemo import workloads
-from pytest_hpcdemo.ray_cluster import driver_port, listeners
+from pytest_hpcdemo.core import workloads
+from pytest_hpcdemo.ray.cluster import driver_port, listeners
 
 @pytest.mark.ray
 def test_cluster_runs_a_task(ray_cluster):
@@ -50,7 +50,7 @@ def test_cluster_runs_a_task(ray_cluster):
 
 def test_after_the_last_ray_test():
     import ray
-    from pytest_hpcdemo.ray_cluster import Proc, wait_gone
+    from pytest_hpcdemo.ray.cluster import Proc, wait_gone
     assert not ray.is_initialized()
     procs = [Proc(pid, start) for pid, start in json.loads(Path(os.environ["HPC_RAY_PIDS"]).read_text())]
     assert procs and not wait_gone(procs, timeout=1)

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from pytest_hpcdemo import gate, scaling
-from pytest_hpcdemo.report import ClaimRecord
-from pytest_hpcdemo.summary_report import write_report
+from pytest_hpcdemo.gate import history as gate
+from pytest_hpcdemo.node import scaling
+from pytest_hpcdemo.report.claims import ClaimRecord
+from pytest_hpcdemo.report.html import write_report
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 CHROMIUM_FLAGS = (

@@ -8,8 +8,8 @@ import math
 
 import pytest
 
-from pytest_hpcdemo import scaling
-from pytest_hpcdemo.measure import scaling_floor
+from pytest_hpcdemo.core.measure import scaling_floor
+from pytest_hpcdemo.node import scaling
 
 with contextlib.suppress(ImportError):  # the fit's tests skip without SciPy
     # Loaded at collection: a pytester run in this process may drop a NumPy it first imported.

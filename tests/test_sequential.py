@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 import pytest
 
-from pytest_hpcdemo import measure
-from pytest_hpcdemo.measure import Claim, Settings, Timing, Verdict, at_least, at_most
+from pytest_hpcdemo.core import measure
+from pytest_hpcdemo.core.measure import Claim, Settings, Timing, Verdict, at_least, at_most
 
 CALL_S = 0.2
 NOISE = 0.1  # sigma of log(wall) per call
@@ -152,7 +152,7 @@ def test_fixed_looks_share_the_error_of_a_family() -> None:
 
 
 def rates(trials: int) -> list[str]:
-    """The figures quoted in the README and measure.py: ``python tests/test_sequential.py 1000``."""
+    """The figures quoted in the README and core/measure.py: ``python tests/test_sequential.py 1000``."""
     family = [at_least("speedup", 1.0), at_least("parallelism", 1.0)]
     cases = [("on the bound, >=", 1.0, 1.0, [at_least("speedup", 1.0)]),
              ("on the bound, <=", 1.0, 1.0, [at_most("speedup", 1.0)]),

@@ -1,4 +1,4 @@
-"""The simulated-hosts harness (pytest_hpcdemo.simhosts): hosts that reach each other over the
+"""The simulated-hosts harness (pytest_hpcdemo.cluster.simhosts): hosts that reach each other over the
 bridge and only over it, each under its own host name, and a teardown that leaves nothing."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from pytest_hpcdemo import simhosts
+from pytest_hpcdemo.cluster import simhosts
 
 REASON = simhosts.unavailable_reason()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pytest_hpcdemo.report import ClaimRecord
-from pytest_hpcdemo.terminal import WIDTH, claim_lines
+from pytest_hpcdemo.report.claims import ClaimRecord
+from pytest_hpcdemo.report.terminal import WIDTH, claim_lines
 
 LONG = ("numba nogil threads x2: efficiency (one share serially vs 2 shares on 2): speedup 0.46 [0.28, 0.51] "
         ">= 0.675; 5 rounds; foreign load 1.72 cores (other processes took the cores this claim needs in 5 "

@@ -31,7 +31,7 @@ def _cannot_spawn() -> str | None:
     to spawn, and without one aborts (or hangs). The ``mpich`` wheel's mpiexec sits beside this
     interpreter, which is not on PATH when the virtual environment is not activated: put it there.
     """
-    from ..hardware import detect_mpi, package_version
+    from ..core.hardware import detect_mpi, package_version
 
     if package_version("mpi4py") is None:
         return "mpi4py is not installed: pip install 'pytest-hpcdemo[mpi]'"

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from typing import TYPE_CHECKING, Any
 
-from ..hardware import package_version
-from ..markers import INSTALL_HINT
+from ..core.hardware import package_version
+from ..core.markers import INSTALL_HINT
 from . import Backend
 
 if TYPE_CHECKING:

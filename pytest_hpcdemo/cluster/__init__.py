@@ -1,0 +1,1 @@
+"""Clusters on one machine: simulated hosts (network namespaces) and the runs across them."""

@@ -1,0 +1,215 @@
+"""Simulated hosts on one machine: each a network namespace with its own address and host name,
+all joined by a bridge, so that MPI and Ray run across "hosts" as they would across a cluster.
+
+Every namespace lives under the name ``hpcdemo-<pid>-...``: a switch namespace holding the bridge,
+and one namespace per host whose ``eth0`` is one end of a veth pair (the other end on the bridge).
+Nothing is added to the machine's own network namespace, so the project's subnet (``SUBNET``) can
+be used by several runs at once without colliding. Leaving the context ends every process still
+inside a host (``ip netns pids``) and deletes every namespace, whatever stopped the run; namespaces
+left by a run that was killed outright are removed by the next one.
+
+Standard library only; needs root, ``ip`` (iproute2) and ``unshare`` (util-linux).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SUBNET = "10.213.0"  # 10.213.0.0/24, inside the switch namespace only
+PREFIX = "hpcdemo"
+EXIT_WAIT_S = 10.0
+ETC_NETNS = Path("/etc/netns")  # per-namespace files that ``ip netns exec`` mounts over /etc
+_COMMAND_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class SimHost:
+    index: int  # 1, 2, ...
+    netns: str
+    address: str
+    hostname: str
+
+
+def unavailable_reason() -> str | None:
+    """Why simulated hosts cannot be made here (None when they can): tried, not guessed."""
+    if not Path("/proc/self/ns/net").exists():
+        return "simulated hosts need Linux network namespaces"
+    if os.geteuid() != 0:
+        return "simulated hosts need root (ip netns add); run as root, or on a real cluster (docs/cluster.md)"
+    for tool, package in (("ip", "iproute2"), ("unshare", "util-linux")):
+        if shutil.which(tool) is None:
+            return f"simulated hosts need `{tool}`: apt-get install {package}"
+    probe = f"{PREFIX}-{os.getpid()}-probe"
+    made = _ip("netns", "add", probe, check=False)
+    if made.returncode != 0:
+        return f"network namespaces are not permitted here: ip netns add: {made.stderr.strip()}"
+    inside = subprocess.run(["ip", "netns", "exec", probe, "unshare", "--uts", "true"],
+                            capture_output=True, text=True, timeout=_COMMAND_TIMEOUT_S)
+    _ip("netns", "delete", probe, check=False)
+    if inside.returncode != 0:
+        return f"cannot enter a network namespace with its own host name: {inside.stderr.strip()}"
+    return None
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=_COMMAND_TIMEOUT_S)
+    if check and done.returncode != 0:
+        raise OSError(f"ip {' '.join(args)}: {done.stderr.strip()}")
+    return done
+
+
+def our_namespaces() -> list[str]:
+    """Every namespace named by this module, by any run."""
+    listing = _ip("netns", "list", check=False).stdout.splitlines()
+    return [line.split()[0] for line in listing if line.startswith(PREFIX + "-")]
+
+
+def pids_in(netns: str) -> list[int]:
+    return [int(pid) for pid in _ip("netns", "pids", netns, check=False).stdout.split()]
+
+
+def _pid_alive(pid: int) -> bool:
+    """Running (a zombie, ended but not yet reaped, is not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def end_processes(netns: str, timeout: float = EXIT_WAIT_S) -> list[int]:
+    """SIGTERM every process in ``netns``, SIGKILL what is left after ``timeout``; the pids that
+    still run after that (none, unless the kernel is stuck)."""
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 2.0)):
+        pids = pids_in(netns)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        end = time.monotonic() + wait
+        while pids_in(netns) and time.monotonic() < end:
+            time.sleep(0.05)
+    return pids_in(netns)
+
+
+def remove_stale() -> list[str]:
+    """Delete namespaces left by runs whose process is gone (killed before it could clean up)."""
+    removed = []
+    etc = [path.name for path in ETC_NETNS.glob(f"{PREFIX}-*")] if ETC_NETNS.is_dir() else []
+    for netns in sorted(set(our_namespaces()) | set(etc)):
+        owner = netns.split("-")[1]
+        if owner.isdigit() and not _pid_alive(int(owner)):
+            end_processes(netns, timeout=2.0)
+            _ip("netns", "delete", netns, check=False)
+            shutil.rmtree(ETC_NETNS / netns, ignore_errors=True)
+            removed.append(netns)
+    return removed
+
+
+class SimHosts:
+    """``count`` hosts on one bridge: ``with SimHosts(2) as hosts: hosts.popen(hosts[1], argv)``."""
+
+    _made = 0
+
+    def __init__(self, count: int, exit_wait_s: float = EXIT_WAIT_S) -> None:
+        if not 1 <= count <= 200:
+            raise ValueError(f"simulated hosts: between 1 and 200, got {count}")
+        SimHosts._made += 1
+        tag = f"{PREFIX}-{os.getpid()}-{SimHosts._made}"
+        self.switch = f"{tag}-sw"
+        self.hosts = [SimHost(i, f"{tag}-h{i}", f"{SUBNET}.{i}", f"simhost{i}") for i in range(1, count + 1)]
+        self.exit_wait_s = exit_wait_s  # SIGTERM, then this long, then SIGKILL
+        self._created: list[str] = []
+        self.left_over: list[int] = []  # pids that outlived the teardown
+
+    def __getitem__(self, index: int) -> SimHost:
+        return self.hosts[index]
+
+    def __len__(self) -> int:
+        return len(self.hosts)
+
+    def __enter__(self) -> SimHosts:
+        remove_stale()
+        try:
+            self._create()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _add_netns(self, name: str) -> None:
+        _ip("netns", "add", name)
+        self._created.append(name)
+        _ip("-n", name, "link", "set", "lo", "up")
+
+    def _write_etc(self, host: SimHost) -> None:
+        """/etc/netns/NS/hosts, which ``ip netns exec`` mounts over /etc/hosts: every host's name
+        resolves to its address (Ray and MPI look their own host up)."""
+        etc = ETC_NETNS / host.netns
+        etc.mkdir(parents=True, exist_ok=True)
+        names = "".join(f"{h.address}\t{h.hostname}\n" for h in self.hosts)
+        (etc / "hosts").write_text(f"127.0.0.1\tlocalhost\n{names}")
+
+    def _create(self) -> None:
+        self._add_netns(self.switch)
+        _ip("-n", self.switch, "link", "add", "br0", "type", "bridge")
+        _ip("-n", self.switch, "link", "set", "br0", "up")
+        for host in self.hosts:
+            self._add_netns(host.netns)
+            self._write_etc(host)
+            port = f"port{host.index}"
+            _ip("-n", self.switch, "link", "add", port, "type", "veth", "peer", "name", "eth0",
+                "netns", host.netns)
+            _ip("-n", self.switch, "link", "set", port, "master", "br0")
+            _ip("-n", self.switch, "link", "set", port, "up")
+            _ip("-n", host.netns, "addr", "add", f"{host.address}/24", "dev", "eth0")
+            _ip("-n", host.netns, "link", "set", "eth0", "up")
+
+    def close(self) -> None:
+        """End every process inside the hosts, then delete every namespace made (idempotent)."""
+        for name in reversed(self._created):
+            self.left_over += end_processes(name, self.exit_wait_s)
+            _ip("netns", "delete", name, check=False)
+            shutil.rmtree(ETC_NETNS / name, ignore_errors=True)
+        self._created.clear()
+
+    def command(self, host: SimHost, argv: Sequence[str]) -> list[str]:
+        """``argv`` as run on ``host``: in its network namespace, under its own host name."""
+        return ["ip", "netns", "exec", host.netns, "unshare", "--uts", "sh", "-c",
+                'hostname "$0" && exec "$@"', host.hostname, *argv]
+
+    def popen(self, host: SimHost, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
+        return subprocess.Popen(self.command(host, argv), **kwargs)
+
+    def run(self, host: SimHost, argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[Any]:
+        return subprocess.run(self.command(host, argv), **kwargs)
+
+    def hydra_launcher(self, directory: Path) -> Path:
+        """A script for MPICH's ``mpiexec -launcher ssh -launcher-exec SCRIPT``: Hydra calls it as
+        ``SCRIPT -x HOST COMMAND`` for each host not local to mpiexec, as it would call ssh; the script
+        runs COMMAND (a shell command line, as ssh passes it) on the host with that address."""
+        cases = "\n".join(f'  {h.address}) ns={h.netns}; name={h.hostname};;' for h in self.hosts)
+        script = directory / "simhost-launch"
+        script.write_text(
+            "#!/bin/sh\n"
+            "# Made by pytest_hpcdemo.cluster.simhosts: Hydra's ssh launcher for hosts that are namespaces.\n"
+            '[ "$1" = -x ] && shift\n'
+            'host=$1; shift\n'
+            'case $host in\n'
+            f'{cases}\n'
+            '  *) echo "simhost-launch: no simulated host $host" >&2; exit 2;;\n'
+            'esac\n'
+            'exec ip netns exec "$ns" unshare --uts sh -c "hostname $name && exec $*"\n')
+        script.chmod(0o755)
+        return script

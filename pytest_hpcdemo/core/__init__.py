@@ -1,0 +1,1 @@
+"""The core: measurement, hardware detection, claims, session state, markers, options, workloads."""

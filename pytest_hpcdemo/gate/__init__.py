@@ -1,0 +1,1 @@
+"""The regression gate: saved histories, their statistics, the plugin and the continuous comparison."""

@@ -1,0 +1,282 @@
+"""The performance gate and the reports inside a pytest run: ``--hpc-gate``, ``--hpc-report DIR``,
+``@pytest.mark.gate(...)``, and raw timings kept in saved runs.
+
+The baseline (and, for a report, the history) is read at start-up, before pytest-benchmark saves
+this run: a corrupt or unreadable file ends the session there with a one-line error naming it, and
+nothing is written. The verdicts come at the end, from history.py; a regression fails the session.
+Only pytest and the standard library are imported here at start-up.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from ..core.options import number, percent_or_fraction
+from ..core.session import under_xdist
+from ..core.usage import in_use
+
+if TYPE_CHECKING:
+    from .history import GateReport, Run, Thresholds
+
+MARKER = ("gate(min_effect=0.05, alpha=0.01, both=False, busy_load=0.5): thresholds of the "
+          "performance gate (--hpc-gate) for this test's time and speedups: a change fails only when "
+          "larger than min_effect and significant at alpha; both=True fails improvements too; times "
+          "taken while other processes used more than busy_load cores are not compared.")
+
+BASELINE_KEY = pytest.StashKey["Run | None"]()
+HISTORY_KEY = pytest.StashKey["list[Run]"]()
+CURRENT_KEY = pytest.StashKey[dict[str, Any]]()
+RESULT_KEY = pytest.StashKey[list[str]]()
+
+
+# A median cannot fall by 100%: a larger minimum effect would silently stop the gating of claims.
+_fraction = number("a fraction such as 0.05 or 5%", lambda v: 0 <= v < 1, "a fraction in [0, 1) (under 100%)",
+                   parse=percent_or_fraction)
+_alpha = number("a probability", lambda v: 0 < v < 0.5, "above 0 and below 0.5")
+_cores = number("cores", lambda v: v >= 0, "0 or more cores")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("hpcdemo")
+    group.addoption("--hpc-gate", action="store_true",
+                    help="fail the session on a significant performance change against a saved run "
+                         "(the newest in --benchmark-storage unless --hpc-gate-baseline names one)")
+    group.addoption("--hpc-gate-baseline", default=None, metavar="RUN",
+                    help="gate against RUN (implies --hpc-gate): a history file, a run number or a "
+                         "name prefix")
+    group.addoption("--hpc-gate-min-effect", type=_fraction, default=0.05, metavar="FRACTION",
+                    help="smallest relative change of a median that can fail the gate (default: 0.05)")
+    group.addoption("--hpc-gate-alpha", type=_alpha, default=0.01, metavar="P",
+                    help="significance level of the Mann-Whitney U test (default: 0.01)")
+    group.addoption("--hpc-gate-both", action="store_true",
+                    help="fail on significant improvements too (a stale baseline)")
+    group.addoption("--hpc-gate-busy", type=_cores, default=0.5, metavar="CORES",
+                    help="do not compare times taken while other processes used more than CORES "
+                         "cores' worth of CPU (default: 0.5)")
+    group.addoption("--hpc-report", default=None, metavar="DIR",
+                    help="write scaling and history plots and a Markdown/HTML claim summary into DIR")
+
+
+def defaults_of(config: pytest.Config) -> Thresholds:
+    from .history import Thresholds
+
+    return Thresholds(config.getoption("hpc_gate_min_effect"), config.getoption("hpc_gate_alpha"),
+                      config.getoption("hpc_gate_both"), config.getoption("hpc_gate_busy"))
+
+
+def _gating(config: pytest.Config) -> bool:
+    return bool(config.getoption("hpc_gate")) or config.getoption("hpc_gate_baseline") is not None
+
+
+def _active(config: pytest.Config) -> bool:
+    """Gate or report asked for, in the controlling process (xdist workers save nothing)."""
+    return wants_raw_timings(config) and not under_xdist(config)
+
+
+def wants_raw_timings(config: pytest.Config) -> bool:
+    """Whether this run's saved JSON must keep every round's time (``stats.data``): the gate and the
+    report read them."""
+    return _gating(config) or config.getoption("hpc_report") is not None
+
+
+def _saving(config: pytest.Config) -> bool:
+    return bool(config.getoption("benchmark_autosave", False) or config.getoption("benchmark_save", None))
+
+
+def _check_folders(config: pytest.Config) -> None:
+    """Storage and report folders usable before any test runs: a one-line usage error otherwise."""
+    from . import history as gate
+
+    storage = str(config.getoption("benchmark_storage", ""))
+    is_file_storage = "://" not in storage or storage.startswith("file://")
+    if storage and is_file_storage and (_saving(config) or _active(config)):
+        gate.check_folder(gate.storage_path(storage), "--benchmark-storage", write=_saving(config))
+    report_dir = config.getoption("hpc_report")
+    if report_dir is not None and not under_xdist(config):
+        gate.check_folder(Path(report_dir), "--hpc-report", write=True)
+
+
+def _load_history(config: pytest.Config) -> None:
+    """The history, the baseline, and a warning for each unreadable file that is skipped."""
+    from . import history as gate
+
+    storage = gate.storage_path(str(config.getoption("benchmark_storage")))
+    machine = gate.machine_id()
+    spec = config.getoption("hpc_gate_baseline")
+    chosen = gate.resolve_one(spec, storage, machine) if spec is not None else None
+    history, warnings = gate.load_history(gate.saved_runs(storage, machine), keep=chosen)
+    for warning in warnings:
+        config.issue_config_time_warning(pytest.PytestWarning(f"hpcdemo gate: {warning}"), stacklevel=2)
+    config.stash.setdefault(RESULT_KEY, []).extend(warnings)
+    config.stash[HISTORY_KEY] = history
+    if chosen is not None:
+        config.stash[BASELINE_KEY] = gate.load_run(chosen)
+    elif _gating(config):
+        config.stash[BASELINE_KEY] = history[-1] if history else None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", MARKER)
+    if not (_saving(config) or _active(config) or config.getoption("hpc_report") is not None):
+        return  # nothing to check or load: the gate's module stays unimported (its cost at start-up)
+    from . import history as gate
+
+    try:
+        _check_folders(config)
+        if _active(config):
+            _load_history(config)
+    except gate.HistoryError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """pytest-benchmark's file storage picks the next run number and then opens it for writing:
+    two runs saving at once can take one number, and a full disk leaves a partial file. Its save
+    is replaced by an exclusive, atomic one (gate.save_exclusive)."""
+    storage = getattr(getattr(session.config, "_benchmarksession", None), "storage", None)
+    if storage is None or type(storage).__name__ != "FileStorage":
+        return
+
+    def save(output_json: dict[str, Any], name: str) -> None:
+        from pytest_benchmark.utils import safe_dumps
+
+        from .history import save_exclusive
+
+        path = save_exclusive(storage.get(name).parent, name,
+                              safe_dumps(output_json, ensure_ascii=True, indent=4))
+        storage.logger.info(f"Saved benchmark data in: {path}")
+
+    storage.save = save
+
+
+def gate_thresholds(marker: pytest.Mark) -> dict[str, Any]:
+    """A ``@pytest.mark.gate(...)``'s keywords, checked; a UsageError names a bad one."""
+    from .history import THRESHOLD_KEYS, Thresholds
+
+    unknown = set(marker.kwargs) - set(THRESHOLD_KEYS)
+    if marker.args or unknown:
+        raise pytest.UsageError(f"@pytest.mark.gate takes {', '.join(THRESHOLD_KEYS)} keywords only; "
+                                f"got {marker.args or ''}{sorted(unknown) or ''}")
+    try:
+        Thresholds().overridden(marker.kwargs)
+    except (ValueError, TypeError) as exc:
+        raise pytest.UsageError(f"@pytest.mark.gate: {exc}") from None
+    return dict(marker.kwargs)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not in_use(config):
+        return
+    for item in items:
+        marker = item.get_closest_marker("gate")
+        if marker is not None:
+            gate_thresholds(marker)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    """A benchmark's saved figures get the foreign load during the test (other processes' CPU, in
+    cores: the gate does not compare times taken on a busy machine) and a marked test's thresholds
+    (so that ``compare`` applies them too)."""
+    bench = getattr(item, "funcargs", {}).get("benchmark")
+    if bench is None or not hasattr(bench, "extra_info"):
+        return (yield)
+    from ..core.measure import foreign_load, system_busy_seconds, tree_cpu_seconds
+
+    cpu0, busy0, t0 = tree_cpu_seconds(), system_busy_seconds(), time.perf_counter()
+    try:
+        return (yield)
+    finally:
+        wall = time.perf_counter() - t0
+        busy1, cpu1 = system_busy_seconds(), tree_cpu_seconds()
+        load = foreign_load(None if busy0 is None or busy1 is None else busy1 - busy0, cpu1 - cpu0, wall)
+        if load is not None:
+            bench.extra_info["foreign_load"] = round(load, 3)
+            # Its own CPU use: a benchmark that waits is compared whatever the others' load.
+            bench.extra_info["own_cpu"] = round((cpu1 - cpu0) / wall, 3)
+        marker = item.get_closest_marker("gate")
+        if marker is not None:
+            bench.extra_info["gate"] = gate_thresholds(marker)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_benchmark_update_json(
+    config: pytest.Config, benchmarks: list[Any], output_json: dict[str, Any]
+) -> None:
+    """Saved runs keep each benchmark's raw per-round timings: the gate's test needs them."""
+    data = {b.fullname: list(b.stats.data) for b in benchmarks if b}
+    for entry in output_json.get("benchmarks", []):
+        stats = entry.get("stats")
+        if isinstance(stats, dict) and "data" not in stats and entry.get("fullname") in data:
+            stats["data"] = data[entry["fullname"]]
+    config.stash[CURRENT_KEY] = output_json
+
+
+def _current_json(config: pytest.Config) -> dict[str, Any]:
+    """This run as pytest-benchmark writes it (taken when it saved, else made the same way)."""
+    if CURRENT_KEY in config.stash:
+        return config.stash[CURRENT_KEY]
+    session = getattr(config, "_benchmarksession", None)
+    benchmarks = [b for b in getattr(session, "benchmarks", []) if b]
+    if session is None or not benchmarks:
+        return {"machine_info": {}, "benchmarks": []}
+    return config.hook.pytest_benchmark_generate_json(
+        config=config, benchmarks=benchmarks, include_data=True,
+        machine_info=session.get_machine_info(), commit_info={},
+    )
+
+
+def _gate(config: pytest.Config, current: Run) -> GateReport | None:
+    from .history import compare
+
+    baseline = config.stash.get(BASELINE_KEY, None)
+    lines = config.stash.setdefault(RESULT_KEY, [])
+    if baseline is None:
+        lines.append("no saved baseline in --benchmark-storage for this machine: nothing to compare, "
+                     "the gate passes (save one with --benchmark-autosave)")
+        return None
+    if not current.benchmarks:
+        lines.append("no benchmark ran in this session: nothing to compare, the gate passes")
+        return None
+    result = compare(baseline, current, defaults_of(config), config.stash.get(HISTORY_KEY, []))
+    lines.extend(result.lines())
+    return result
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    config = session.config
+    if not _active(config):
+        return
+    from .history import run_from_json
+
+    current = run_from_json(_current_json(config), "this run")
+    result = _gate(config, current) if _gating(config) else None
+    strict_fail = result is not None and result.mostly_not_compared and config.getoption("hpc_strict", False)
+    if strict_fail:
+        config.stash.setdefault(RESULT_KEY, []).append(
+            "--hpc-strict: most series were not compared: the gate fails")
+    if result is not None and (result.failed or strict_fail) and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    report_dir = config.getoption("hpc_report")
+    if report_dir is not None:
+        from ..core.session import claim_log, has_claims
+        from ..report.html import write_report
+
+        claims = list(claim_log(config).records.values()) if has_claims(config) else []
+        written = write_report(Path(report_dir), current, config.stash.get(HISTORY_KEY, []), result, claims)
+        config.stash.setdefault(RESULT_KEY, []).append(
+            f"report: {', '.join(str(p) for p in written)}")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    lines = config.stash.get(RESULT_KEY, [])
+    if lines:
+        terminalreporter.section("hpcdemo gate")
+        for line in lines:
+            terminalreporter.write_line(line)

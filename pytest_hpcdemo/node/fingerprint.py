@@ -1,0 +1,133 @@
+"""A fingerprint of the parallel stack for ``machine_info``: CPU model, physical and logical cores,
+SMT, NUMA nodes, frequency governor, BLAS libraries and their threads, Numba's threading layer, the
+MPI library, the GIL state.
+
+Read from /proc and /sys and from what is already imported (NumPy's BLAS through threadpoolctl only
+when NumPy is loaded; mpi4py's library version only when MPI is initialised), so that taking it
+never starts a backend. :data:`RESULT_FIELDS` names the fields that change results: a comparison
+across runs that differ in one of those compares different machines.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ..core.hardware import gil_state, numba_threading_layer_used, package_version
+
+SYS_CPU = Path("/sys/devices/system/cpu")
+SYS_NODE = Path("/sys/devices/system/node")
+
+# Fields whose change makes two runs' figures incomparable (a gate should refuse); the rest only
+# explain a difference (a gate should warn).
+RESULT_FIELDS = ("cpu_model", "physical_cores", "logical_cores", "smt", "numa_nodes", "gil_enabled",
+                 "blas_threads", "numba_threading_layer", "mpi_library")
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def cpu_model(cpuinfo: str) -> str | None:
+    """The first ``model name`` (x86) or ``Model``/``CPU part`` line (Arm) of /proc/cpuinfo."""
+    for key in ("model name", "Model", "CPU part"):
+        for line in cpuinfo.splitlines():
+            name, _, value = line.partition(":")
+            if name.strip() == key and value.strip():
+                return value.strip()
+    return None
+
+
+Topology = Mapping[int, tuple[str | None, str | None]]  # CPU -> (package id, core id) from /sys
+
+
+def physical_core_ids(topology: Topology, cpus: Iterable[int]) -> set[tuple[str | None, str]]:
+    """Distinct (package, core) pairs among ``cpus``; a CPU without topology files counts alone."""
+    found = set()
+    for c in cpus:
+        package, core = topology.get(c, (None, None))
+        found.add((package, core or f"cpu{c}"))
+    return found
+
+
+def _topology(cpus: Iterable[int]) -> dict[int, tuple[str | None, str | None]]:
+    return {c: (_read(SYS_CPU / f"cpu{c}/topology/physical_package_id"),
+                _read(SYS_CPU / f"cpu{c}/topology/core_id")) for c in cpus}
+
+
+def _affinity() -> set[int]:
+    try:
+        return set(os.sched_getaffinity(0))
+    except AttributeError:
+        return set(range(os.cpu_count() or 1))
+
+
+def numa_nodes(listing: Iterable[str]) -> int:
+    return sum(1 for name in listing if name.startswith("node") and name[4:].isdigit()) or 1
+
+
+def _blas() -> list[dict[str, Any]]:
+    if "numpy" not in sys.modules:
+        return []
+    from threadpoolctl import threadpool_info
+
+    return [{k: p.get(k) for k in ("internal_api", "version", "num_threads", "threading_layer")}
+            for p in threadpool_info()]
+
+
+def _mpi_library() -> str | None:
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is not None and mpi.Is_initialized():
+        return str(mpi.Get_library_version()).splitlines()[0].strip()
+    mpich = package_version("mpich")
+    return f"MPICH {mpich} (the mpich wheel)" if mpich else None
+
+
+def fingerprint() -> dict[str, Any]:
+    """The parallel stack of this process, as plain JSON types."""
+    cpus = sorted(_affinity())
+    everything = range(os.cpu_count() or 1)
+    smt = _read(SYS_CPU / "smt/active")
+    try:
+        nodes = numa_nodes(os.listdir(SYS_NODE))
+    except OSError:
+        nodes = 1
+    blas = _blas()
+    _, gil_enabled = gil_state()
+    return {
+        "cpu_model": cpu_model(_read(Path("/proc/cpuinfo")) or ""),
+        "logical_cores": len(everything),
+        "physical_cores": len(physical_core_ids(_topology(everything), everything)),
+        "usable_cpus": len(cpus),
+        "usable_physical_cores": len(physical_core_ids(_topology(cpus), cpus)),
+        "smt": None if smt is None else smt == "1",
+        "numa_nodes": nodes,
+        "governor": _read(SYS_CPU / "cpu0/cpufreq/scaling_governor"),
+        "blas": blas,
+        "blas_threads": max((int(p["num_threads"]) for p in blas if p.get("num_threads")), default=None),
+        "numba_threading_layer": numba_threading_layer_used() or os.environ.get("NUMBA_THREADING_LAYER"),
+        "mpi_library": _mpi_library(),
+        "gil_enabled": gil_enabled,
+    }
+
+
+def line(fp: Mapping[str, Any]) -> str:
+    """One header line: the fields a person checks first."""
+    smt = {True: "SMT on", False: "SMT off", None: "SMT unknown"}[fp["smt"]]
+    blas = ", ".join(f"{p['internal_api']} {p['num_threads']} threads" for p in fp["blas"])
+    governor = fp["governor"] or "not readable"
+    return (f"{fp['cpu_model'] or 'unknown CPU'}: {fp['physical_cores']} physical / {fp['logical_cores']} "
+            f"logical cores, {smt}, {fp['numa_nodes']} NUMA node(s), governor {governor}; "
+            f"{blas or 'BLAS not loaded'}")
+
+
+def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """(fields that change results, other fields) that differ between two fingerprints."""
+    changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    return [k for k in changed if k in RESULT_FIELDS], [k for k in changed if k not in RESULT_FIELDS]

@@ -1,0 +1,1 @@
+"""The Numba chapter: threading-layer probes in a child process and the plugin."""

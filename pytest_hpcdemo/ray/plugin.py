@@ -1,0 +1,136 @@
+"""ray: the session's cluster (fixture ``ray_cluster``), started at the first test that is marked
+``ray`` (the executor conformance suite's "ray" parameter is marked too) or asks for the fixture, and
+stopped after the last one, so that other chapters' measurements never share the cores with it.
+
+Local mode: a cluster sized to the usable cores, every listener on 127.0.0.1, no dashboard, usage
+statistics off, worker output kept out of pytest's. With ``RAY_ADDRESS`` set: a connection to that
+cluster, made after collection so that its resources are in the header. Under pytest-xdist each
+worker would start its own cluster on the same cores, so Ray tests are skipped there unless
+``RAY_ADDRESS`` names one cluster for all of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from ..core.markers import marker
+from ..core.session import hardware_of, under_xdist
+from ..core.usage import in_use
+
+if TYPE_CHECKING:
+    from .cluster import RayCluster
+
+CLUSTER_KEY = pytest.StashKey["RayCluster | str"]()  # the cluster, or why it did not start
+LAST_RAY_ITEM_KEY = pytest.StashKey[pytest.Item]()  # after its teardown the cluster is stopped
+XDIST_REASON = ("ray: each pytest-xdist worker would start its own cluster on the same cores; run Ray tests "
+                "without -n, or set RAY_ADDRESS to a cluster they share (ray start --head)")
+
+
+def _address(config: pytest.Config) -> str | None:
+    return hardware_of(config).ray_address or None
+
+
+def cluster_of(config: pytest.Config) -> RayCluster:
+    """The session's cluster, started (or connected) on first use, again if a test wants it after
+    the one collected last stopped it; a test errors when it cannot start."""
+    current = config.stash.get(CLUSTER_KEY, None)
+    if current is None or (not isinstance(current, str) and current.stop_s is not None):
+        from .cluster import start_cluster
+
+        try:
+            config.stash[CLUSTER_KEY] = start_cluster(hardware_of(config).usable_cores, _address(config))
+        except Exception as exc:
+            config.stash[CLUSTER_KEY] = f"{type(exc).__name__}: {exc}"
+    cluster = config.stash[CLUSTER_KEY]
+    if isinstance(cluster, str):
+        pytest.fail(f"the Ray cluster did not start: {cluster}", pytrace=False)
+    return cluster
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not in_use(config):
+        return
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("executor_backend") == "ray":
+            item.add_marker(pytest.mark.hpc_ray)
+
+
+def _uses_ray(item: pytest.Item) -> bool:
+    return marker(item, "ray") is not None or "ray_cluster" in getattr(item, "fixturenames", ())
+
+
+@pytest.hookimpl(tryfirst=True)  # before the terminal reporter's, which asks for the lines below
+def pytest_collection_finish(session: pytest.Session) -> None:
+    ray_items = [item for item in session.items if _uses_ray(item)]
+    if ray_items:
+        session.config.stash[LAST_RAY_ITEM_KEY] = ray_items[-1]
+
+
+def pytest_report_collectionfinish(config: pytest.Config) -> list[str]:
+    """What the Ray tests will run on: an existing cluster is connected to now, to show its resources."""
+    if (LAST_RAY_ITEM_KEY not in config.stash or config.getoption("collectonly") or under_xdist(config)
+            or hardware_of(config).ray is None):
+        return []
+    if _address(config) is None:
+        from .cluster import OBJECT_STORE_BYTES
+
+        return [f"hpcdemo: ray local cluster on 127.0.0.1, from the first ray test to the last: "
+                f"{hardware_of(config).usable_cores} CPUs, object store {OBJECT_STORE_BYTES >> 20} MiB, "
+                f"no dashboard, workers at nice 0"]
+    try:
+        return [f"hpcdemo: {cluster_of(config).describe()}"]
+    except pytest.fail.Exception:
+        return [f"hpcdemo: ray: the cluster did not start: {config.stash[CLUSTER_KEY]}"]
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test marked ``ray`` finds the cluster up, whether or not it asks for the fixture. (Not an
+    autouse fixture: that would sit in the fixture closure of every test of every suite.)"""
+    if not _uses_ray(item):
+        return
+    if under_xdist(item.config) and _address(item.config) is None:
+        pytest.skip(XDIST_REASON)
+    if marker(item, "ray") and hardware_of(item.config).ray is not None:
+        cluster_of(item.config)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(pytestconfig: pytest.Config) -> RayCluster:
+    """The session's Ray cluster: local on 127.0.0.1, or the one RAY_ADDRESS names."""
+    return cluster_of(pytestconfig)
+
+
+def _stop(config: pytest.Config) -> None:
+    cluster = config.stash.get(CLUSTER_KEY, None)
+    if cluster is not None and not isinstance(cluster, str) and cluster.stop_s is None:
+        cluster.stop()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
+    result = yield
+    if item is item.config.stash.get(LAST_RAY_ITEM_KEY, None):
+        _stop(item.config)
+    return result
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    _stop(session.config)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    cluster = config.stash.get(CLUSTER_KEY, None)
+    if cluster is not None and not isinstance(cluster, str):
+        terminalreporter.write_line(f"hpcdemo: {cluster.describe()}")
+        terminalreporter.write_line(f"hpcdemo: {cluster.stop_line()}")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
+    cluster = config.stash.get(CLUSTER_KEY, None)
+    if cluster is not None and not isinstance(cluster, str):
+        machine_info["hpcdemo_ray"] = cluster.as_dict()
