@@ -1,7 +1,20 @@
 """The plugin costs nothing when unused (ours, not the guide's): a session that uses none of its
-fixtures, markers or options collects and runs as fast as with ``-p no:hpcdemo``. Heavy backends are
-imported only by the tests that need them, and after collection an unused plugin unregisters its
-hooks, so that no test pays for them."""
+fixtures, markers or options collects and runs within 2% of the CPU time it takes with
+``-p no:hpcdemo`` (issue 13's bound). Heavy backends are imported only by the tests that need them,
+and after collection an unused plugin unregisters its hooks, so that no test pays for them.
+
+Why the bound holds for larger suites too: an unused plugin costs a fixed start-up (its modules,
+options and hook registrations) plus one pass over the collected items; no hook of ours runs per
+test afterwards. Its share of a session therefore falls as the session grows, and 3,000 trivial
+tests, whose per-test work is the least a suite can have, are the hard case of the issue's two.
+``-p no:hpcdemo`` stands for "not installed": pytest then imports nothing of ours
+(``tests/test_guest.py::test_blocked_plugin_is_as_not_installed``).
+
+CPU time of the pytest process (``cpu_speedup``), not wall time: on a shared machine wall time
+mostly measures the neighbours, while the CPU time of a serial process changes little with load.
+Rounds that foreign load contests are still dropped, so that a busy machine gives "inconclusive",
+never a false verdict.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +25,8 @@ from pathlib import Path
 
 from pytest_hpcdemo.core.measure import at_most
 
-MODULES, TESTS_PER_MODULE = 10, 10
-RUN_MODULES, RUN_TESTS_PER_MODULE = 5, 100  # 500 trivial tests: a run of under a second here
+BOUND = 1.02  # issue 13: at most 2% of the time of collecting or running the suite
+MODULES, TESTS_PER_MODULE = 30, 100  # the issue's 3,000 trivial tests
 
 
 def write_plain_suite(root: Path, modules: int = MODULES, tests_per_module: int = TESTS_PER_MODULE) -> None:
@@ -24,36 +37,27 @@ def write_plain_suite(root: Path, modules: int = MODULES, tests_per_module: int 
 
 def pytest_in(root: Path, *args: str) -> None:
     # Bytecode caching on, as for a user: otherwise every run recompiles the plugin's sources.
+    # xdist stays out of both runs, so that only this plugin differs.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
-                   cwd=root, env=env, check=True, capture_output=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist", *args],
+                   cwd=root, env=env, check=True, capture_output=True, timeout=300)
 
 
-def collect_only(root: Path, *extra: str) -> None:
-    pytest_in(root, "--collect-only", *extra)
-
-
-def test_collect_only_costs_within_five_percent(speedup, tmp_path: Path) -> None:
-    """``pytest --collect-only`` of a plain 100-test suite takes at most 5% longer with the plugin
-    than with ``-p no:hpcdemo``. Single runs of the same command vary from 0.42 to 0.74 s on this
-    shared machine, so a round runs the two alternately three times each and keeps each one's
-    fastest: interference only adds time, and comes in bursts that hit both sides alike."""
+def test_collect_only_costs_within_two_percent(speedup, tmp_path: Path) -> None:
+    """``pytest --collect-only`` of 3,000 plain tests takes at most 2% more CPU time with the plugin
+    than with ``-p no:hpcdemo``: its start-up and its one pass over the items, nothing else."""
     write_plain_suite(tmp_path)
-    speedup(lambda: collect_only(tmp_path), lambda: collect_only(tmp_path, "-p", "no:hpcdemo"),
-            [at_most("speedup", 1.05)], cores_needed=1, repeats=3, budget_factor=2.0,
-            name="collect-only: with plugin / without")
+    speedup(lambda: pytest_in(tmp_path, "--collect-only"),
+            lambda: pytest_in(tmp_path, "--collect-only", "-p", "no:hpcdemo"),
+            [at_most("cpu_speedup", BOUND)], cores_needed=1, budget_factor=3.0,
+            name="collect-only, 3,000 tests: CPU with plugin / without")
 
 
-def test_running_trivial_tests_costs_within_five_percent(speedup, tmp_path: Path) -> None:
-    """Running 500 trivial tests takes at most 5% longer with the plugin than with
-    ``-p no:hpcdemo`` (before: 9% on 3,000, about 50-64 us per test from six marker lookups in
-    ``pytest_runtest_setup`` and the chapters' hooks; an unused plugin now has no per-test hook,
-    and what remains is its start-up). The issue's target is 2%; this claim holds the bound that
-    the collect-only one holds until 2% is shown here. Measured as the collect-only claim is:
-    alternating runs, the fastest of three each per round. xdist is kept out of both runs, so that
-    only this plugin differs."""
-    write_plain_suite(tmp_path, RUN_MODULES, RUN_TESTS_PER_MODULE)
-    speedup(lambda: pytest_in(tmp_path, "-p", "no:xdist"),
-            lambda: pytest_in(tmp_path, "-p", "no:xdist", "-p", "no:hpcdemo"),
-            [at_most("speedup", 1.05)], cores_needed=1, repeats=3,
-            name="500 trivial tests: with plugin / without")
+def test_running_trivial_tests_costs_within_two_percent(speedup, tmp_path: Path) -> None:
+    """Running 3,000 trivial tests takes at most 2% more CPU time with the plugin than with
+    ``-p no:hpcdemo`` (before: 9%, about 50-64 us per test from six marker lookups in
+    ``pytest_runtest_setup`` and the chapters' per-test hooks; an unused plugin now has none)."""
+    write_plain_suite(tmp_path)
+    speedup(lambda: pytest_in(tmp_path), lambda: pytest_in(tmp_path, "-p", "no:hpcdemo"),
+            [at_most("cpu_speedup", BOUND)], cores_needed=1, budget_factor=6.0,
+            name="3,000 trivial tests: CPU with plugin / without")

@@ -272,3 +272,67 @@ def test_deadline_only_for_our_measurements_by_default(pytester: pytest.Pytester
     ``mpi_benchmark`` tests, whose rounds the budget bounds, keep one; marker and option still work."""
     items = pytester.genitems([pytester.getmodulecol(DEADLINES, configargs=args)])
     assert [mpi_plugin._deadline(item) for item in items] == expected
+
+
+@needs_mpirun
+def test_long_user_mpi_test_outlives_the_default_deadline(pytester: pytest.Pytester) -> None:
+    """Under ``mpirun -n 2``, opted in: a user's MPI test that runs past the default deadline
+    passes (before: aborted at 60 s, leaving a temporary base and MPICH shared memory). To keep
+    this short the default is lowered to 1 s once the MPI session is up (its own collectives keep
+    the 60 s); the test runs 3 s."""
+    pytester.makeconftest("""
+from pytest_hpcdemo.mpi import plugin as mpi_plugin
+
+def pytest_sessionstart(session):
+    mpi_plugin.DEFAULT_DEADLINE_S = 1.0
+""")
+    pytester.makepyfile(test_long="""
+import time
+import pytest
+
+@pytest.mark.mpi(min_size=2)
+def test_long():
+    time.sleep(3)
+""")
+    proc = subprocess.run([str(MPIRUN), "-n", "2", sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+                           "-p", "no:xdist", *OPT_IN], cwd=pytester.path, env=_clean_env(),
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 passed" in proc.stdout and "ran past its deadline" not in proc.stdout
+
+
+MODULES_CONFTEST = """
+import json
+import sys
+
+def pytest_unconfigure(config):
+    plugins = [name for name, plugin in config.pluginmanager.list_name_plugin()
+               if plugin is not None and "hpcdemo" in str(name)]
+    with open(config.getoption("--modules-to"), "w") as f:
+        json.dump({"modules": sorted(sys.modules), "plugins": plugins}, f)
+
+def pytest_addoption(parser):
+    parser.addoption("--modules-to")
+"""
+
+
+def _modules_of(pytester: pytest.Pytester, label: str, *args: str) -> dict[str, list[str]]:
+    out = pytester.path / f"{label}.json"
+    pytester.runpytest_subprocess(f"--modules-to={out}", "-p", "no:xdist", *args).assert_outcomes(passed=1)
+    return json.loads(out.read_text())
+
+
+def test_blocked_plugin_is_as_not_installed(pytester: pytest.Pytester) -> None:
+    """``-p no:hpcdemo`` (the overhead benchmark's "without") is as if the plugin were not installed:
+    pytest imports no module of ours and registers no plugin of ours. With the plugin, an unused
+    session imports nothing beyond our own modules and the standard library (no NumPy, no MPI)."""
+    pytester.makeconftest(MODULES_CONFTEST)
+    pytester.makepyfile("def test_a(): pass\n")
+    without = _modules_of(pytester, "without", *WITHOUT)
+    assert [m for m in without["modules"] if m.startswith("pytest_hpcdemo")] == []
+    assert without["plugins"] == []
+    with_us = _modules_of(pytester, "with")
+    extra = set(with_us["modules"]) - set(without["modules"])
+    assert extra and all(m.startswith("pytest_hpcdemo") or m.split(".")[0] in sys.stdlib_module_names
+                         for m in extra), sorted(extra)
+    assert with_us["plugins"] == ["hpcdemo.fixtures"]  # its fixtures stay defined; no hook of ours is left

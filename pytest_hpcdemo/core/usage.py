@@ -75,8 +75,11 @@ def _uses_our_fixture(item: pytest.Item) -> bool:
 
 def any_item_uses_us(items: Iterable[pytest.Item], marker_names: frozenset[str]) -> bool:
     """One pass: a test requests a fixture of ours or carries a marker named in ``marker_names``
-    (its own, or one of a collector above it, each collector looked at once)."""
+    (its own, or one of a collector above it). Every collector is looked at once, and the fixtures
+    once per test function (its parametrized items share one fixture info): this pass is all that
+    an unused plugin does per test."""
     marked: dict[int, bool] = {}
+    seen_infos: set[int] = set()
 
     def node_marked(node: pytest.Item | pytest.Collector | None) -> bool:
         if node is None:
@@ -88,5 +91,16 @@ def any_item_uses_us(items: Iterable[pytest.Item], marker_names: frozenset[str])
             marked[key] = hit
         return hit
 
-    return any(_uses_our_fixture(item) or any(m.name in marker_names for m in item.own_markers)
-               or node_marked(item.parent) for item in items)
+    for item in items:
+        if item.own_markers and any(m.name in marker_names for m in item.own_markers):
+            return True
+        if node_marked(item.parent):
+            return True
+        info = getattr(item, "_fixtureinfo", None)
+        if info is not None:
+            if id(info) in seen_infos:
+                continue
+            seen_infos.add(id(info))
+        if _uses_our_fixture(item):
+            return True
+    return False

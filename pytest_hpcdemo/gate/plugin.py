@@ -125,6 +125,8 @@ def _load_history(config: pytest.Config) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER)
+    if not (_saving(config) or _active(config) or config.getoption("hpc_report") is not None):
+        return  # nothing to check or load: the gate's module stays unimported (its cost at start-up)
     from . import history as gate
 
     try:
