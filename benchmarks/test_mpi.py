@@ -127,7 +127,8 @@ def test_pingpong_latency_and_bandwidth_over_message_sizes(comm, mpi_benchmark, 
     ``extra_info["pingpong"]``: bandwidth grows with the message size, from 8 B, where the
     per-message cost dominates, to 4 MiB. "Grows" over a 2^19-fold range of sizes is read as an
     order of magnitude, as "many times" is in the Numba chapter: the claim's own definition (a
-    fixed per-message cost alone would give 2^19 times)."""
+    fixed per-message cost alone would give 2^19 times). The 4 MiB bandwidth is also stated as a
+    fraction of one core's memory copy, the node's limit for a message that crosses its memory."""
     table: dict[str, dict[str, float]] = {}
     for nbytes in SIZES:
         pp = PingPong(comm, nbytes)
