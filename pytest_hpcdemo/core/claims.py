@@ -12,6 +12,7 @@ from ..node import memory
 from ..node.memory import PeakMemory
 from ..node.oversubscription import claim_reason
 from ..report.claims import ClaimLog
+from . import figures as saved
 from . import measure
 from .hardware import Hardware
 
@@ -39,7 +40,7 @@ def record_figures(benchmark: Any, name: str, samples: Sequence[float], figures:
     go in ``extra_info["claims"][name]``."""
     record_samples(benchmark, samples)
     if benchmark is not None:
-        benchmark.extra_info.setdefault("claims", {})[name] = figures
+        benchmark.extra_info.setdefault(saved.CLAIMS, {})[name] = figures
 
 
 def enforce(verdict: measure.Verdict, name: str, reason: str, line: str) -> None:

@@ -43,6 +43,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeGuard
 
+from ..core import figures as saved
 from .stats import adjusted, detectable_two_sample, mann_whitney_p
 
 DEFAULT_MIN_EFFECT = 0.05
@@ -275,7 +276,7 @@ class Run:
 
     @property
     def hardware(self) -> Mapping[str, Any]:
-        info = self.machine_info.get("hpcdemo")
+        info = self.machine_info.get(saved.HARDWARE)
         return info if isinstance(info, Mapping) else {}
 
 
@@ -340,17 +341,17 @@ def series_of(bench: Any, index: int = 0) -> list[Series]:
         raise ValueError(f"benchmark entry {index} has no 'fullname'")
     name = bench["fullname"]
     extra = _mapping(bench.get("extra_info"), f"{name}: extra_info")
-    gate = _mapping(extra.get("gate"), f"{name}: extra_info.gate") or None
+    gate = _mapping(extra.get(saved.GATE), f"{name}: extra_info.gate") or None
     try:
         Thresholds().overridden(gate)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{name}: gate thresholds: {exc}") from None
-    load, own = extra.get("foreign_load"), extra.get("own_cpu")
+    load, own = extra.get(saved.FOREIGN_LOAD), extra.get(saved.OWN_CPU)
     load = float(load) if _is_number(load) else None
     own = float(own) if _is_number(own) else None
     data, problem = checked_samples(_mapping(bench.get("stats"), f"{name}: stats").get("data"), TIMINGS)
     found = [Series(name, "time", data, gate, load, own_cpu=own, problem=problem)]
-    for claim, figures in _mapping(extra.get("claims"), f"{name}: extra_info.claims").items():
+    for claim, figures in _mapping(extra.get(saved.CLAIMS), f"{name}: extra_info.claims").items():
         figures = _mapping(figures, f"{name}: claim {claim}")
         rounds, contested = figures.get("rounds", 0), figures.get("contested_rounds", 0)
         # The measurement drops rounds in which others took the cores it needs; when they were
@@ -369,6 +370,7 @@ def run_from_json(data: Any, label: str) -> Run:
     if not isinstance(data, Mapping) or not isinstance(data.get("benchmarks"), list):
         raise ValueError("not a pytest-benchmark run (no 'benchmarks' list)")
     machine = _mapping(data.get("machine_info"), "machine_info")
+    saved.schema_version(machine)  # every schema so far has the same keys; a newer one is refused
     series: dict[str, Series] = {}
     for i, bench in enumerate(data["benchmarks"]):
         for s in series_of(bench, i):
@@ -383,6 +385,8 @@ def load_run(path: Path) -> Run:
         return run_from_json(data, path.stem)
     except OSError as exc:
         raise HistoryError(f"{path}: cannot read history file: {exc.strerror or exc}") from None
+    except saved.SchemaError as exc:
+        raise HistoryError(f"{path}: history file of another format: {exc}") from None
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise HistoryError(f"{path}: corrupt history file: {reason}") from None

@@ -184,6 +184,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     bench = getattr(item, "funcargs", {}).get("benchmark")
     if bench is None or not hasattr(bench, "extra_info"):
         return (yield)
+    from ..core import figures
     from ..core.measure import foreign_load, system_busy_seconds, tree_cpu_seconds
 
     cpu0, busy0, t0 = tree_cpu_seconds(), system_busy_seconds(), time.perf_counter()
@@ -194,12 +195,12 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
         busy1, cpu1 = system_busy_seconds(), tree_cpu_seconds()
         load = foreign_load(None if busy0 is None or busy1 is None else busy1 - busy0, cpu1 - cpu0, wall)
         if load is not None:
-            bench.extra_info["foreign_load"] = round(load, 3)
+            bench.extra_info[figures.FOREIGN_LOAD] = round(load, 3)
             # Its own CPU use: a benchmark that waits is compared whatever the others' load.
-            bench.extra_info["own_cpu"] = round((cpu1 - cpu0) / wall, 3)
+            bench.extra_info[figures.OWN_CPU] = round((cpu1 - cpu0) / wall, 3)
         marker = item.get_closest_marker("gate")
         if marker is not None:
-            bench.extra_info["gate"] = gate_thresholds(marker)
+            bench.extra_info[figures.GATE] = gate_thresholds(marker)
 
 
 @pytest.hookimpl(optionalhook=True)

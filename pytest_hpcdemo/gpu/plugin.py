@@ -171,9 +171,10 @@ def pytest_report_collectionfinish(config: pytest.Config, items: Sequence[pytest
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, object]) -> None:
     """CuPy's view of the GPUs in saved runs (the driver's view is in ``hpcdemo``); asks CuPy only
     where the driver shows a GPU."""
+    from ..core import figures
     from ..core.hardware import cuda_runtime
     from ..core.markers import gpu_skip_reason
 
     reason = gpu_skip_reason(hardware_of(config))
-    machine_info["hpcdemo_gpu"] = {"missing": reason} if reason else asdict(cuda_runtime())
+    machine_info[figures.GPU] = {"missing": reason} if reason else asdict(cuda_runtime())
 

@@ -363,7 +363,9 @@ class MpiBenchmark:
         # (one kernel: one boot id, whatever host names namespaces give the ranks).
         self.one_node = len(set(comm.allgather(machine_id(MPI.Get_processor_name())))) == 1
         if benchmark is not None:
-            benchmark.extra_info["mpi"] = run
+            from ..core.figures import MPI as MPI_RUN
+
+            benchmark.extra_info[MPI_RUN] = run
 
     def __call__(self, fn: Callable[[], object], *, name: str, budget_factor: float = 0.1) -> dict[str, Any]:
         """Time ``fn`` (called on every rank) and return its figures: seconds per call, slowest rank."""

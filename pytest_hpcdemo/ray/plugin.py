@@ -133,4 +133,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
     cluster = config.stash.get(CLUSTER_KEY, None)
     if cluster is not None and not isinstance(cluster, str):
-        machine_info["hpcdemo_ray"] = cluster.as_dict()
+        from ..core.figures import RAY
+
+        machine_info[RAY] = cluster.as_dict()
