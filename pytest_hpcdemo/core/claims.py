@@ -14,28 +14,12 @@ from ..node.oversubscription import claim_reason
 from ..report.claims import ClaimLog
 from . import figures as saved
 from . import measure
+from .benchmark_compat import BenchmarkFixture, record_samples
 from .hardware import Hardware
 
 
-def record_samples(benchmark: Any, samples: Sequence[float]) -> bool:
-    """Store our own timed samples as this test's pytest-benchmark entry.
-
-    pytest-benchmark measures only what it runs itself; our rounds are interleaved with a baseline
-    and adaptive in number, so we hand it the candidate's samples through the same two calls its
-    ``pedantic`` mode makes (``_make_stats`` then ``update``). pyproject bounds the version for that.
-    """
-    if benchmark is None or benchmark._mode:
-        return False
-    benchmark._mode = "hpcdemo measurement"  # used, even when --benchmark-disable drops the figures
-    if benchmark.disabled or not samples:
-        return False
-    stats = benchmark._make_stats(1)
-    for seconds in samples:
-        stats.update(seconds)
-    return True
-
-
-def record_figures(benchmark: Any, name: str, samples: Sequence[float], figures: dict[str, Any]) -> None:
+def record_figures(benchmark: BenchmarkFixture | None, name: str, samples: Sequence[float],
+                   figures: dict[str, Any]) -> None:
     """A claim's samples become the test's benchmark entry (the first claim's only), and its figures
     go in ``extra_info["claims"][name]``."""
     record_samples(benchmark, samples)

@@ -35,7 +35,6 @@ import fnmatch
 import json
 import math
 import os
-import platform
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -436,8 +435,9 @@ def check_folder(path: Path, what: str, write: bool) -> None:
 
 def machine_id() -> str:
     """The sub-folder pytest-benchmark saves this interpreter's runs in (its ``get_machine_id``)."""
-    return (f"{platform.system()}-{platform.python_implementation()}-"
-            f"{'.'.join(platform.python_version_tuple()[:2])}-{platform.architecture()[0]}")
+    from ..core.benchmark_compat import machine_id
+
+    return machine_id()
 
 
 def saved_runs(storage: Path, machine: str | None = None) -> list[Path]:

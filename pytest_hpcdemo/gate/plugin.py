@@ -136,7 +136,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     """pytest-benchmark's file storage picks the next run number and then opens it for writing:
     two runs saving at once can take one number, and a full disk leaves a partial file. Its save
     is replaced by an exclusive, atomic one (gate.save_exclusive)."""
-    storage = getattr(getattr(session.config, "_benchmarksession", None), "storage", None)
+    from ..core.benchmark_compat import benchmark_session
+
+    storage = getattr(benchmark_session(session.config), "storage", None)
     if storage is None or type(storage).__name__ != "FileStorage":
         return
 
@@ -220,7 +222,9 @@ def _current_json(config: pytest.Config) -> dict[str, Any]:
     """This run as pytest-benchmark writes it (taken when it saved, else made the same way)."""
     if CURRENT_KEY in config.stash:
         return config.stash[CURRENT_KEY]
-    session = getattr(config, "_benchmarksession", None)
+    from ..core.benchmark_compat import benchmark_session
+
+    session = benchmark_session(config)
     benchmarks = [b for b in getattr(session, "benchmarks", []) if b]
     if session is None or not benchmarks:
         return {"machine_info": {}, "benchmarks": []}

@@ -131,7 +131,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     only_mpi = getattr(config.option, "only_mpi", False)
     if opted_in(config) and hasattr(config.option, "with_mpi") and not only_mpi:
         config.option.with_mpi = True  # pytest-mpi: MPI tests are enabled; this plugin skips with reasons
-    benchmarks = getattr(config, "_benchmarksession", None)
+    from ..core.benchmark_compat import benchmark_session
+
+    benchmarks = benchmark_session(config)
     mpi = session_of(config)
     if mpi is not None and mpi.rank != 0 and benchmarks is not None:
         benchmarks.disabled = True  # rank 0 alone saves pytest-benchmark's entries
