@@ -492,8 +492,18 @@ def test_saves_are_exclusive_and_leave_no_partial_file(tmp_path: Path, monkeypat
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--min-effect", "150%"], "min_effect must be a fraction in [0, 1)"),
-    (["--alpha", "0.7"], "alpha must be a probability"),
+    (["--min-effect", "150%"], "--min-effect: must be a fraction in [0, 1) (under 100%), got '150%'"),
+    (["--alpha", "0.7"], "--alpha: must be above 0 and below 0.5, got '0.7'"),
+])
+def test_compare_command_checks_thresholds_as_the_plugin_does(tmp_path: Path, capsys, args: list[str],
+                                                               message: str) -> None:
+    """gate/options.py defines them for both: the same checks, the same one-line message, exit 2."""
+    with pytest.raises(SystemExit) as info:
+        main(["compare", "--storage", str(tmp_path), "--machine", "m", *args])
+    assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
     (["0"], "0: no such history file"),
     ([""], "an empty run name"),
 ])

@@ -43,16 +43,12 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from ..core import figures as saved
+from .options import DEFAULT_ALPHA, DEFAULT_BUSY_LOAD, DEFAULT_MIN_EFFECT
 from .stats import adjusted, detectable_two_sample, mann_whitney_p
 
-DEFAULT_MIN_EFFECT = 0.05
-DEFAULT_ALPHA = 0.01
 RUN_GLOB = "[0-9][0-9][0-9][0-9]_*.json"
 # Earlier runs whose medians give a series' drift between sessions, and how many it takes.
 HISTORY_WINDOW, HISTORY_MIN_RUNS = 10, 3
-# Cores' worth of CPU other processes may take during a benchmark before its times say more about
-# them than about the code: such a run is not compared (``extra_info["foreign_load"]``).
-DEFAULT_BUSY_LOAD = 0.5
 # A benchmark using less CPU than this (cores' worth, ``extra_info["own_cpu"]``) mostly waits: the
 # cores others take are not the ones it needs, so its times are compared whatever the load.
 IDLE_CPU = 0.1

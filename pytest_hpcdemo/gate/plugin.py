@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ..core.options import number, percent_or_fraction
 from ..core.session import under_xdist
 from ..core.usage import in_use
+from .options import add_report_option, add_threshold_options
 
 if TYPE_CHECKING:
     from .history import GateReport, Run, Thresholds
@@ -34,13 +34,6 @@ CURRENT_KEY = pytest.StashKey[dict[str, Any]]()
 RESULT_KEY = pytest.StashKey[list[str]]()
 
 
-# A median cannot fall by 100%: a larger minimum effect would silently stop the gating of claims.
-_fraction = number("a fraction such as 0.05 or 5%", lambda v: 0 <= v < 1, "a fraction in [0, 1) (under 100%)",
-                   parse=percent_or_fraction)
-_alpha = number("a probability", lambda v: 0 < v < 0.5, "above 0 and below 0.5")
-_cores = number("cores", lambda v: v >= 0, "0 or more cores")
-
-
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("hpcdemo")
     group.addoption("--hpc-gate", action="store_true",
@@ -49,17 +42,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--hpc-gate-baseline", default=None, metavar="RUN",
                     help="gate against RUN (implies --hpc-gate): a history file, a run number or a "
                          "name prefix")
-    group.addoption("--hpc-gate-min-effect", type=_fraction, default=0.05, metavar="FRACTION",
-                    help="smallest relative change of a median that can fail the gate (default: 0.05)")
-    group.addoption("--hpc-gate-alpha", type=_alpha, default=0.01, metavar="P",
-                    help="significance level of the Mann-Whitney U test (default: 0.01)")
-    group.addoption("--hpc-gate-both", action="store_true",
-                    help="fail on significant improvements too (a stale baseline)")
-    group.addoption("--hpc-gate-busy", type=_cores, default=0.5, metavar="CORES",
-                    help="do not compare times taken while other processes used more than CORES "
-                         "cores' worth of CPU (default: 0.5)")
-    group.addoption("--hpc-report", default=None, metavar="DIR",
-                    help="write scaling and history plots and a Markdown/HTML claim summary into DIR")
+    add_threshold_options(group.addoption, "hpc-gate-")
+    add_report_option(group.addoption,
+                      "write scaling and history plots and a Markdown/HTML claim summary into DIR")
 
 
 def defaults_of(config: pytest.Config) -> Thresholds:
