@@ -493,7 +493,7 @@ def test_saves_are_exclusive_and_leave_no_partial_file(tmp_path: Path, monkeypat
 
 @pytest.mark.parametrize("args, message", [
     (["--min-effect", "150%"], "--min-effect: must be a fraction in [0, 1) (under 100%), got '150%'"),
-    (["--alpha", "0.7"], "--alpha: must be above 0 and below 0.5, got '0.7'"),
+    (["--alpha", "0.7"], "--alpha: must be a probability above 0 and below 0.5, got '0.7'"),
 ])
 def test_compare_command_checks_thresholds_as_the_plugin_does(tmp_path: Path, capsys, args: list[str],
                                                                message: str) -> None:

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..core.measure import median
 from ..core.options import number, positive_seconds
 from . import history as gate
 from .history import Outcome, closing_lines
@@ -137,8 +138,8 @@ def compare_sessions(pairs: Sequence[SessionPair], min_effect: float = DEFAULT_M
         base_values = [b[key].value for b, _ in pairs if key in b]
         head_values = [h[key].value for _, h in pairs if key in h]
         test = paired([math.log(h.value / b.value) for b, h in both], alpha)
-        change = PairedChange(key, known.kind, known.higher_is_better, gate.median(base_values),
-                              gate.median(head_values), test, Outcome.UNCHANGED)
+        change = PairedChange(key, known.kind, known.higher_is_better, median(base_values),
+                              median(head_values), test, Outcome.UNCHANGED)
         if not head_values:
             change = _note(change, Outcome.NOT_COMPARED, "not in head's sessions (removed or skipped)")
         elif not base_values:

@@ -43,7 +43,8 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from ..core import figures as saved
-from .options import DEFAULT_ALPHA, DEFAULT_BUSY_LOAD, DEFAULT_MIN_EFFECT
+from ..core.measure import median
+from .options import BOUNDS, DEFAULT_ALPHA, DEFAULT_BUSY_LOAD, DEFAULT_MIN_EFFECT
 from .stats import adjusted, detectable_two_sample, mann_whitney_p
 
 RUN_GLOB = "[0-9][0-9][0-9][0-9]_*.json"
@@ -60,14 +61,6 @@ METRIC_WORDS = {"time": "median time", "speedup": "median speedup", "cpu_speedup
 
 class HistoryError(Exception):
     """A history file or storage that cannot be read: the message is one line naming the file."""
-
-
-def median(values: Sequence[float]) -> float:
-    ordered = sorted(values)
-    n = len(ordered)
-    if n == 0:
-        return math.nan
-    return ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -90,15 +83,12 @@ class Thresholds:
     busy_load: float = DEFAULT_BUSY_LOAD
 
     def __post_init__(self) -> None:
-        # A median cannot fall by 100% or more: a larger minimum effect would disable the gate.
-        if not _is_number(self.min_effect) or not 0 <= self.min_effect < 1:
-            raise ValueError(f"min_effect must be a fraction in [0, 1) (0.05 or 5%), got {self.min_effect!r}")
-        if not _is_number(self.alpha) or not 0 < self.alpha < 0.5:
-            raise ValueError(f"alpha must be a probability above 0 and below 0.5, got {self.alpha!r}")
+        for name, (valid, bounds) in BOUNDS.items():  # the options' bounds (gate/options.py)
+            value = getattr(self, name)
+            if not _is_number(value) or not valid(value):
+                raise ValueError(f"{name} must be {bounds}, got {value!r}")
         if not isinstance(self.both, bool):
             raise ValueError(f"both must be True or False, got {self.both!r}")
-        if not _is_number(self.busy_load) or not self.busy_load >= 0:
-            raise ValueError(f"busy_load must be a number of cores >= 0, got {self.busy_load!r}")
 
     def overridden(self, changes: Mapping[str, Any] | None) -> Thresholds:
         """These thresholds with a test's own (``@pytest.mark.gate(...)``, saved in ``extra_info``)."""

@@ -22,11 +22,18 @@ DEFAULT_ALPHA = 0.01  # the chance of any false alarm over a run's family of ser
 # them than about the code: such a run is not compared (``extra_info["foreign_load"]``).
 DEFAULT_BUSY_LOAD = 0.5
 
-# A median cannot fall by 100%: a larger minimum effect would silently stop the gating of claims.
-fraction = number("a fraction such as 0.05 or 5%", lambda v: 0 <= v < 1, "a fraction in [0, 1) (under 100%)",
-                  parse=percent_or_fraction)
-probability = number("a probability", lambda v: 0 < v < 0.5, "above 0 and below 0.5")
-cores = number("cores", lambda v: v >= 0, "0 or more cores")
+# Each threshold's valid values, stated once: for the options here and for gate.history.Thresholds
+# (a marker's and a saved run's values). A median cannot fall by 100%: a larger minimum effect would
+# silently stop the gating of claims.
+BOUNDS: dict[str, tuple[Callable[[float], bool], str]] = {
+    "min_effect": (lambda v: 0 <= v < 1, "a fraction in [0, 1) (under 100%)"),
+    "alpha": (lambda v: 0 < v < 0.5, "a probability above 0 and below 0.5"),
+    "busy_load": (lambda v: v >= 0, "a number of cores >= 0"),
+}
+
+fraction = number("a fraction such as 0.05 or 5%", *BOUNDS["min_effect"], parse=percent_or_fraction)
+probability = number("a probability", *BOUNDS["alpha"])
+cores = number("cores", *BOUNDS["busy_load"])
 
 AddOption = Callable[..., Any]  # pytest's OptionGroup.addoption or argparse's add_argument
 

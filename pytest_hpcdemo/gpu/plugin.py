@@ -144,12 +144,10 @@ def gpu_benchmark(request: pytest.FixtureRequest) -> GpuBenchmark:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not in_use(config):
-        return
-    for item in items:
-        callspec = getattr(item, "callspec", None)
-        if callspec is not None and callspec.params.get("xp") == "cupy":
-            item.add_marker(pytest.mark.hpc_gpu)
+    if in_use(config):
+        from ..core.markers import mark_parametrized
+
+        mark_parametrized(items, "xp", "cupy", pytest.mark.hpc_gpu)
 
 
 def pytest_report_collectionfinish(config: pytest.Config, items: Sequence[pytest.Item]) -> list[str]:
