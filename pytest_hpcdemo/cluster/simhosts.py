@@ -19,7 +19,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,6 +135,9 @@ class SimHosts:
 
     def __len__(self) -> int:
         return len(self.hosts)
+
+    def __iter__(self) -> Iterator[SimHost]:
+        return iter(self.hosts)
 
     def __enter__(self) -> SimHosts:
         remove_stale()

@@ -14,7 +14,7 @@ Module-level imports: the standard library only (the gate imports :func:`machine
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 # The releases whose internals were read for this module: >= the first, < the second (pyproject's
@@ -28,6 +28,8 @@ class BenchmarkFixture(Protocol):
     extra_info: dict[str, Any]
     disabled: bool
     _mode: str | None
+
+    def __call__(self, function_to_benchmark: Callable[..., Any], *args: Any, **kwargs: Any) -> Any: ...
 
     def _make_stats(self, iterations: int) -> Any: ...
 

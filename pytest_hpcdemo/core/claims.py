@@ -16,6 +16,7 @@ from . import figures as saved
 from . import measure
 from .benchmark_compat import BenchmarkFixture, record_samples
 from .hardware import Hardware
+from .measure import Claim, Measurement
 
 
 def record_figures(benchmark: BenchmarkFixture | None, name: str, samples: Sequence[float],
@@ -44,8 +45,8 @@ def assert_verdict(m: measure.Measurement) -> measure.Measurement:
 class SpeedupMeter:
     """Measures a candidate against a baseline, records the figures, and asserts the claims."""
 
-    def __init__(self, nodeid: str, hardware: Hardware, settings: measure.Settings, benchmark: Any,
-                 log: ClaimLog) -> None:
+    def __init__(self, nodeid: str, hardware: Hardware, settings: measure.Settings,
+                 benchmark: BenchmarkFixture | None, log: ClaimLog) -> None:
         self.nodeid = nodeid
         self.hardware = hardware
         self.settings = settings
@@ -79,7 +80,7 @@ class SpeedupMeter:
             run=peaks.wrap(run), same_work=same_work, repeats=repeats,
         )
 
-    def record(self, m: measure.Measurement) -> None:
+    def record(self, m: Measurement) -> None:
         """The candidate's samples become the test's benchmark entry; the figures go in extra_info."""
         figures = m.figures()
         peaks = self.memory.get(m.name)
@@ -87,7 +88,7 @@ class SpeedupMeter:
         record_figures(self.benchmark, m.name, figures["candidate_s"], figures)  # type: ignore[arg-type]
 
     def __call__(self, baseline: Callable[[], object], candidate: Callable[[], object],
-                 claims: Sequence[measure.Claim], **options: Any) -> measure.Measurement:
+                 claims: Sequence[Claim], **options: Any) -> Measurement:
         """:meth:`measure` (same options), :meth:`record`, a summary line, the verdict asserted.
 
         ``threads_per_worker`` (default 1): busy threads each of the candidate's ``cores_needed``

@@ -499,9 +499,13 @@ def save_exclusive(folder: Path, name: str, text: str) -> Path:
 # Comparing two runs
 
 
+def _object(info: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = info.get(key)
+    return value if isinstance(value, Mapping) else {}
+
+
 def _hardware_shape(hw: Mapping[str, Any]) -> dict[str, Any]:
-    mpi = hw.get("mpi") if isinstance(hw.get("mpi"), Mapping) else {}
-    gpu = hw.get("gpu") if isinstance(hw.get("gpu"), Mapping) else {}
+    mpi, gpu = _object(hw, "mpi"), _object(hw, "gpu")
     return {
         "usable cores": hw.get("usable_cores"),
         "GIL enabled": hw.get("gil_enabled"),
@@ -519,7 +523,7 @@ def hardware_differences(baseline: Run, current: Run) -> list[str]:
 
 
 def _machine_of(info: Mapping[str, Any]) -> dict[str, Any]:
-    cpu = info.get("cpu") if isinstance(info.get("cpu"), Mapping) else {}
+    cpu = _object(info, "cpu")
     return {"node": info.get("node"), "cpu": cpu.get("brand_raw"), "python": info.get("python_version")}
 
 
@@ -641,7 +645,7 @@ def history_table(runs: Iterable[Run]) -> list[str]:
     for key, kind in keys.items():
         cells = []
         for i, run in enumerate(runs):
-            s = run.series.get(key)
-            cells.append(f"[{i}] {_fmt(s.median, kind)}" if s and s.samples else f"[{i}] -")
+            found = run.series.get(key)
+            cells.append(f"[{i}] {_fmt(found.median, kind)}" if found and found.samples else f"[{i}] -")
         out.append(f"{key}: " + "  ".join(cells))
     return out

@@ -231,7 +231,8 @@ def _gate(config: pytest.Config, current: Run) -> GateReport | None:
     if not current.benchmarks:
         lines.append("no benchmark ran in this session: nothing to compare, the gate passes")
         return None
-    result = compare(baseline, current, defaults_of(config), config.stash.get(HISTORY_KEY, []))
+    history: list[Run] = config.stash.get(HISTORY_KEY, [])
+    result = compare(baseline, current, defaults_of(config), history)
     lines.extend(result.lines())
     return result
 
@@ -256,7 +257,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         from ..report.html import write_report
 
         claims = list(claim_log(config).records.values()) if has_claims(config) else []
-        written = write_report(Path(report_dir), current, config.stash.get(HISTORY_KEY, []), result, claims)
+        history: list[Run] = config.stash.get(HISTORY_KEY, [])
+        written = write_report(Path(report_dir), current, history, result, claims)
         config.stash.setdefault(RESULT_KEY, []).append(
             f"report: {', '.join(str(p) for p in written)}")
 

@@ -22,6 +22,7 @@ from ..core.session import claim_log, hardware_of, options_of
 from ..core.usage import in_use
 
 if TYPE_CHECKING:
+    from ..core.benchmark_compat import BenchmarkFixture
     from ..core.claims import SpeedupMeter
     from ..core.measure import Claim, Measurement, Run
     from .timing import DeviceClock
@@ -49,7 +50,7 @@ class GpuBenchmark:
     allows one entry.
     """
 
-    def __init__(self, meter: SpeedupMeter, clock: DeviceClock, benchmark: Any) -> None:
+    def __init__(self, meter: SpeedupMeter, clock: DeviceClock, benchmark: BenchmarkFixture) -> None:
         self.meter = meter
         self.clock = clock
         self.benchmark = benchmark

@@ -21,7 +21,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
+
+if TYPE_CHECKING:
+    from ..core.benchmark_compat import BenchmarkFixture
 
 # A rank whose test failed or skipped waits this long for the others to reach the end of the test;
 # longer means they are blocked in a collective that this rank never entered, and the job is ended.
@@ -44,7 +47,28 @@ ABORT_STATUS, INTERRUPTED_STATUS = 1, 2
 WAIT_POLL_S = 0.0002
 
 
-def wait_sleeping(comm: Any) -> None:
+class Request(Protocol):
+    """What this module uses of an mpi4py ``MPI.Request``."""
+
+    def Test(self) -> bool: ...
+
+
+class Communicator(Protocol):
+    """What this module uses of an mpi4py ``MPI.Comm`` (mpi4py's own stubs are not required:
+    the MPI extra may be absent where the plugin is type-checked)."""
+
+    def Get_rank(self) -> int: ...
+    def Get_size(self) -> int: ...
+    def Barrier(self) -> None: ...
+    def Ibarrier(self) -> Request: ...
+    def Free(self) -> None: ...
+    def allgather(self, obj: Any) -> list[Any]: ...
+    def gather(self, obj: Any, root: int = 0) -> list[Any] | None: ...
+    def bcast(self, obj: Any, root: int = 0) -> Any: ...
+    def allreduce(self, obj: Any, op: Any = ...) -> Any: ...
+
+
+def wait_sleeping(comm: Communicator) -> None:
     """A barrier on ``comm`` that sleeps while it waits."""
     request = comm.Ibarrier()
     while not request.Test():
@@ -159,7 +183,7 @@ class MpiSession:
         base: str | None = basetemp
         if self.rank == 0 and basetemp is None:
             base = tempfile.mkdtemp(prefix=BASE_PREFIX)
-        elif self.rank == 0:
+        elif self.rank == 0 and basetemp is not None:
             shutil.rmtree(Path(basetemp) / "shared", ignore_errors=True)  # a previous run's
         mine = (MPI.Get_processor_name(), os.getpid(), base)
         everyone = self.collective("the session start", lambda: self.comm.allgather(mine))
@@ -297,7 +321,7 @@ class MpiTimer:
     iteration and round counts, each round starts after a barrier, and a round's time is the
     maximum over ranks (the collective operation ends when its slowest rank does)."""
 
-    def __init__(self, comm: Any, min_round_s: float = 0.01, max_iterations: int = 1 << 16) -> None:
+    def __init__(self, comm: Communicator, min_round_s: float = 0.01, max_iterations: int = 1 << 16) -> None:
         self.comm, self.min_round_s, self.max_iterations = comm, min_round_s, max_iterations
 
     def round(self, fn: Callable[[], object], iterations: int) -> float:
@@ -352,8 +376,8 @@ class MpiBenchmark:
     """The ``mpi_benchmark`` fixture: MpiTimer rounds, stored as this test's pytest-benchmark entry
     (the first measurement of the test) with the figures and the MPI run in ``extra_info``."""
 
-    def __init__(self, comm: Any, benchmark: Any, nodeid: str, log: Any, confidence: float,
-                 budget_s: float, run: dict[str, Any]) -> None:
+    def __init__(self, comm: Communicator, benchmark: BenchmarkFixture | None, nodeid: str, log: Any,
+                 confidence: float, budget_s: float, run: dict[str, Any]) -> None:
         from mpi4py import MPI
 
         self.timer = MpiTimer(comm)

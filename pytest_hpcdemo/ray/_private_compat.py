@@ -44,7 +44,7 @@ def _ray() -> ModuleType:
 def driver_port() -> int:
     """The port of this driver's own core worker, from the owner address of an object it puts."""
     ray = _ray()
-    from ray.core.generated.common_pb2 import Address  # type: ignore[attr-defined]
+    from ray.core.generated.common_pb2 import Address
 
     worker = ray._private.worker.global_worker
     owner = worker.core_worker.get_owner_address(ray.put(0))
