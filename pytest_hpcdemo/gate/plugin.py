@@ -115,6 +115,8 @@ def pytest_configure(config: pytest.Config) -> None:
             _load_history(config)
     except gate.HistoryError as exc:
         raise pytest.UsageError(str(exc)) from None
+    if _active(config):
+        config.pluginmanager.register(GateSession(config), SESSION_PLUGIN)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -155,7 +157,10 @@ def gate_thresholds(marker: pytest.Mark) -> dict[str, Any]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not in_use(config):
+    if not in_use(config):  # a session that does not use us: the gate steps aside with the plugin
+        gate_session = config.pluginmanager.get_plugin(SESSION_PLUGIN)
+        if gate_session is not None:
+            config.pluginmanager.unregister(gate_session)
         return
     for item in items:
         marker = item.get_closest_marker("gate")
@@ -237,36 +242,47 @@ def _gate(config: pytest.Config, current: Run) -> GateReport | None:
     return result
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    config = session.config
-    if not _active(config):
-        return
-    from .history import run_from_json
-
-    current = run_from_json(_current_json(config), "this run")
-    result = _gate(config, current) if _gating(config) else None
-    strict_fail = result is not None and result.mostly_not_compared and config.getoption("hpc_strict", False)
-    if strict_fail:
-        config.stash.setdefault(RESULT_KEY, []).append(
-            "--hpc-strict: most series were not compared: the gate fails")
-    if result is not None and (result.failed or strict_fail) and session.exitstatus == pytest.ExitCode.OK:
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    report_dir = config.getoption("hpc_report")
-    if report_dir is not None:
-        from ..core.session import claim_log, has_claims
-        from ..report.html import write_report
-
-        claims = list(claim_log(config).records.values()) if has_claims(config) else []
-        history: list[Run] = config.stash.get(HISTORY_KEY, [])
-        written = write_report(Path(report_dir), current, history, result, claims)
-        config.stash.setdefault(RESULT_KEY, []).append(
-            f"report: {', '.join(str(p) for p in written)}")
+SESSION_PLUGIN = "hpcdemo.gate_session"
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
-    lines = config.stash.get(RESULT_KEY, [])
-    if lines:
-        terminalreporter.section("hpcdemo gate")
+class GateSession:
+    """The gate and the report of a session that asked for them (``--hpc-gate``, ``--hpc-report``):
+    registered as a plugin only then, at configuration (pytest-xdist's DSession pattern), so that
+    its hooks need no "is the gate on" guard; unregistered after collection when the session does
+    not use this plugin."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        """The verdicts against the baseline (a regression fails the session) and the report."""
+        config = self.config
+        from .history import run_from_json
+
+        current = run_from_json(_current_json(config), "this run")
+        result = _gate(config, current) if _gating(config) else None
+        strict_fail = (result is not None and result.mostly_not_compared
+                       and config.getoption("hpc_strict", False))
+        if strict_fail:
+            config.stash.setdefault(RESULT_KEY, []).append(
+                "--hpc-strict: most series were not compared: the gate fails")
+        if result is not None and (result.failed or strict_fail) and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        report_dir = config.getoption("hpc_report")
+        if report_dir is not None:
+            from ..core.session import claim_log, has_claims
+            from ..report.html import write_report
+
+            claims = list(claim_log(config).records.values()) if has_claims(config) else []
+            history: list[Run] = config.stash.get(HISTORY_KEY, [])
+            written = write_report(Path(report_dir), current, history, result, claims)
+            config.stash.setdefault(RESULT_KEY, []).append(
+                f"report: {', '.join(str(p) for p in written)}")
+
+    @pytest.hookimpl(trylast=True)  # after the claims' summary
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        lines = self.config.stash.get(RESULT_KEY, [])
+        if lines:
+            terminalreporter.section("hpcdemo gate")
         for line in lines:
             terminalreporter.write_line(line)
