@@ -23,6 +23,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
+from ..core.procfs import mapped_shared_memory  # stdlib only, as this module's imports
+
 if TYPE_CHECKING:
     from ..core.benchmark_compat import BenchmarkFixture
 
@@ -74,14 +76,6 @@ def wait_sleeping(comm: Communicator) -> None:
     while not request.Test():
         time.sleep(WAIT_POLL_S)
 
-
-def mapped_shared_memory(pid: int | str = "self") -> set[str]:
-    """The /dev/shm files that a process maps (Linux; none elsewhere)."""
-    try:
-        lines = Path(f"/proc/{pid}/maps").read_text().splitlines()
-    except OSError:
-        return set()
-    return {path for line in lines if (path := line.split(maxsplit=5)[-1]).startswith("/dev/shm/")}
 
 
 class Watchdog:
@@ -366,10 +360,9 @@ class MpiTimer:
 
 def machine_id(fallback: str) -> str:
     """The running kernel's boot id (the same in every namespace of one machine), else ``fallback``."""
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return fallback
+    from ..core.procfs import boot_id
+
+    return boot_id() or fallback
 
 
 class MpiBenchmark:

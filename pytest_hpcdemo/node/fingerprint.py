@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.hardware import gil_state, numba_threading_layer_used, package_version
+from ..core.procfs import read as _read
 
 SYS_CPU = Path("/sys/devices/system/cpu")
 SYS_NODE = Path("/sys/devices/system/node")
@@ -26,12 +27,6 @@ SYS_NODE = Path("/sys/devices/system/node")
 RESULT_FIELDS = ("cpu_model", "physical_cores", "logical_cores", "smt", "numa_nodes", "gil_enabled",
                  "blas_threads", "numba_threading_layer", "mpi_library")
 
-
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return None
 
 
 def cpu_model(cpuinfo: str) -> str | None:

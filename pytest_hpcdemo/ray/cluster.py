@@ -38,11 +38,9 @@ EXIT_WAIT_S = 15.0
 def _start_time(pid: int) -> int | None:
     """The start time (clock ticks since boot) of a live process, None for none or a zombie: with
     the pid, it names one process, so a pid reused meanwhile is not taken for the old process."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        return None if fields[0] == "Z" else int(fields[19])
-    except (OSError, ValueError, IndexError):
-        return None
+    from ..core.procfs import start_time
+
+    return start_time(pid)
 
 
 @dataclass(frozen=True)
