@@ -107,6 +107,8 @@ def _load_history(config: pytest.Config) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER)
+    if not (_saving(config) or wants_raw_timings(config)):
+        return  # no folder to check, no history to read: a plain session imports none of the gate
     from . import history as gate
 
     try:
