@@ -126,11 +126,25 @@ def run_steps(bin_: Path, steps: list[tuple[str, ...]], extra: list[str]) -> int
     return 1 if failed else 0
 
 
+# The lint environment's checks (tox -e lint), first in `test`: ruff, then mypy with pyproject's
+# [tool.mypy] (the package, strict about its own hints, Any for backends without stubs).
+LINT = (("ruff", "check", "pytest_hpcdemo", "benchmarks", "tests", "dev.py"), ("mypy",))
+
+
+def lint(bin_: Path) -> list[str]:
+    """Each check of LINT that fails."""
+    return [" ".join(check) for check in LINT if run(bin_ / check[0], *check[1:]) != 0]
+
+
 def test(bin_: Path, extra: list[str]) -> int:
-    return run_steps(bin_, [
+    failed = lint(bin_)
+    status = run_steps(bin_, [
         ("tests", "benchmarks", *extra),  # everything, serially: timing claims included
         ("-n", "2", "-q", "benchmarks"),  # semantics under xdist; timing claims skip there
     ], extra)
+    if failed:
+        print("failed: " + "; ".join(failed), file=sys.stderr)
+    return 1 if failed or status else 0
 
 
 def free_threaded_python() -> str:

@@ -17,13 +17,7 @@ from collections.abc import Sequence
 
 from .gate import continuous
 from .gate import history as gate
-
-
-def _fraction(text: str) -> float:
-    try:
-        return float(text[:-1]) / 100 if text.endswith("%") else float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a fraction such as 0.05 or 5%, got {text!r}") from None
+from .gate.options import add_threshold_options
 
 
 def parser() -> argparse.ArgumentParser:
@@ -37,11 +31,7 @@ def parser() -> argparse.ArgumentParser:
                    help="pytest-benchmark's storage (default: file://./.benchmarks)")
     c.add_argument("--machine", default=gate.machine_id(),
                    help="the storage sub-folder to read (default: this interpreter's, %(default)s)")
-    c.add_argument("--min-effect", type=_fraction, default=gate.DEFAULT_MIN_EFFECT, metavar="FRACTION")
-    c.add_argument("--alpha", type=float, default=gate.DEFAULT_ALPHA, metavar="P")
-    c.add_argument("--both", action="store_true", help="fail on significant improvements too")
-    c.add_argument("--busy", type=float, default=gate.DEFAULT_BUSY_LOAD, metavar="CORES",
-                   help="do not compare times taken while other processes used more than CORES cores")
+    add_threshold_options(c.add_argument)  # the same as the plugin's --hpc-gate-*
     c.add_argument("--force", action="store_true",
                    help="compare even when the runs' parallel stacks differ in what changes results "
                         "(CPU model, cores, BLAS threads, MPI, Python, ...); the report says so")

@@ -188,6 +188,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, object]) -> None:
+    from .core import figures
     from .report.claims import hardware_info
 
-    machine_info["hpcdemo"] = hardware_info(hardware_of(config))
+    figures.stamp(machine_info)
+    machine_info[figures.HARDWARE] = hardware_info(hardware_of(config))

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from pytest_hpcdemo.__main__ import main
+from pytest_hpcdemo.core import figures
 from pytest_hpcdemo.gate import history as gate
 from pytest_hpcdemo.gate.history import Outcome, Run, Series, Thresholds
 
@@ -281,6 +282,40 @@ def test_corrupt_history_is_a_one_line_error_naming_the_file(tmp_path: Path, tex
     assert message.startswith(f"{path}: {reason}") and "\n" not in message
 
 
+# A run as the plugin saved it before runs carried a schema version (schema 1): no "hpcdemo_schema".
+OLD_RUN = """{"machine_info": {"node": "box", "cpu": {"brand_raw": "cpu"}, "python_version": "3.11.7",
+  "hpcdemo": {"usable_cores": 2, "gil_enabled": true, "gpu": {"devices": []}, "mpi": {"world_size": 1}},
+  "hpcdemo_fingerprint": {"cpu_model": "cpu", "physical_cores": 2}},
+ "commit_info": {}, "datetime": "2026-11-30T10:00:00", "version": "5.1.0",
+ "benchmarks": [{"fullname": "benchmarks/test_gil.py::test_threads", "name": "test_threads",
+   "stats": {"data": [0.10, 0.11, 0.10, 0.12, 0.10]},
+   "extra_info": {"foreign_load": 0.1, "own_cpu": 1.9, "claims": {"threads": {
+     "rounds": 5, "contested_rounds": 0, "baseline_s": [0.2, 0.2, 0.2, 0.2, 0.2],
+     "candidate_s": [0.10, 0.11, 0.10, 0.12, 0.10],
+     "claims": [{"claim": "speedup >= 1.3", "verdict": "holds"}]}}}}]}"""
+
+
+def test_old_histories_read_and_newer_schemas_are_refused(tmp_path: Path) -> None:
+    """Runs without a schema version are schema 1 and compare with today's; a run saved in a
+    schema newer than core/figures.py knows is a one-line error, not a misread."""
+    old = gate.load_run(save(tmp_path, "0001_old.json", OLD_RUN))
+    assert figures.schema_version(old.machine_info) == 1
+    assert set(old.series) == {"benchmarks/test_gil.py::test_threads",
+                               "benchmarks/test_gil.py::test_threads [threads] speedup >="}
+    current = json.loads(OLD_RUN)
+    figures.stamp(current["machine_info"])
+    assert current["machine_info"]["hpcdemo_schema"] == figures.SCHEMA_VERSION
+    report = gate.compare(old, gate.run_from_json(current, "now"))
+    assert not report.refused and not report.failed and len(report.changes) == 2
+    current["machine_info"]["hpcdemo_schema"] = figures.SCHEMA_VERSION + 1
+    path = save(tmp_path, "0002_new.json", current)
+    with pytest.raises(gate.HistoryError) as info:
+        gate.load_run(path)
+    assert str(info.value) == (f"{path}: history file of another format: saved in schema "
+                               f"{figures.SCHEMA_VERSION + 1} by a newer pytest-hpcdemo; this one reads "
+                               f"schemas 1 to {figures.SCHEMA_VERSION}: upgrade it")
+
+
 def test_storage_other_than_files_is_refused() -> None:
     assert gate.storage_path("file://./.benchmarks") == Path(".benchmarks")
     with pytest.raises(gate.HistoryError, match="file storage only"):
@@ -457,8 +492,18 @@ def test_saves_are_exclusive_and_leave_no_partial_file(tmp_path: Path, monkeypat
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--min-effect", "150%"], "min_effect must be a fraction in [0, 1)"),
-    (["--alpha", "0.7"], "alpha must be a probability"),
+    (["--min-effect", "150%"], "--min-effect: must be a fraction in [0, 1) (under 100%), got '150%'"),
+    (["--alpha", "0.7"], "--alpha: must be a probability above 0 and below 0.5, got '0.7'"),
+])
+def test_compare_command_checks_thresholds_as_the_plugin_does(tmp_path: Path, capsys, args: list[str],
+                                                               message: str) -> None:
+    """gate/options.py defines them for both: the same checks, the same one-line message, exit 2."""
+    with pytest.raises(SystemExit) as info:
+        main(["compare", "--storage", str(tmp_path), "--machine", "m", *args])
+    assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
     (["0"], "0: no such history file"),
     ([""], "an empty run name"),
 ])

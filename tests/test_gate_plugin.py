@@ -183,7 +183,7 @@ def test_storage_that_is_a_file_is_a_usage_error_before_any_test(
      "ERROR: 0009: no such history file, and no saved run in *"),
     (("--hpc-gate-min-effect=lots",),
      "*--hpc-gate-min-effect: expected a fraction such as 0.05 or 5%, got 'lots'"),
-    (("--hpc-gate-alpha=0.7",), "*--hpc-gate-alpha: must be above 0 and below 0.5, got '0.7'"),
+    (("--hpc-gate-alpha=0.7",), "*--hpc-gate-alpha: must be a probability above 0 and below 0.5, got '0.7'"),
     (("--hpc-gate-min-effect=150%",),
      "*--hpc-gate-min-effect: must be a fraction in [[]0, 1) (under 100%), got '150%'"),
     (("--hpc-gate-baseline=",),

@@ -267,3 +267,38 @@ def test_figures_keep_the_keys_the_gate_reads() -> None:
             "rounds", "contested_rounds", "cores_needed", "usable_cores", "confidence", "elapsed_s",
             "claims", "baseline_s", "candidate_s"} <= set(figures)
     assert {"cpu_inflation", "undecided_by", "leans_to_fail", "family"} <= set(figures)
+
+
+def test_the_flat_import_path_gives_the_same_objects() -> None:
+    """``pytest_hpcdemo.measure`` (the flat layout's path) still imports, its public names the very
+    objects of core.measure, and without pytest (measure stays free of it)."""
+    import subprocess
+    import sys
+
+    import pytest_hpcdemo.measure as flat
+
+    assert {"at_least", "at_most", "scaling_floor", "Claim", "Verdict", "Measurement", "measure"} <= set(
+        flat.__all__)
+    assert all(getattr(flat, name) is getattr(measure, name) for name in flat.__all__)
+    code = "import sys, pytest_hpcdemo.measure; print('pytest' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_the_package_exports_the_public_api_lazily() -> None:
+    """``from pytest_hpcdemo import at_least, ...``: the names of ``__all__``, the very objects of
+    their modules, and importing the package alone imports none of them (the plugin's start-up)."""
+    import subprocess
+    import sys
+
+    import pytest_hpcdemo
+
+    assert {"at_least", "at_most", "scaling_floor", "Claim", "Verdict", "Measurement", "Settings",
+            "Hardware", "get_backend", "__version__"} <= set(pytest_hpcdemo.__all__)
+    assert set(pytest_hpcdemo.__all__) == {*pytest_hpcdemo._PUBLIC, "__version__"}
+    assert pytest_hpcdemo.at_least is measure.at_least
+    assert all(hasattr(pytest_hpcdemo, name) for name in pytest_hpcdemo.__all__)
+    code = ("import sys, pytest_hpcdemo; "
+            "print(sorted(m for m in sys.modules if m.startswith('pytest_hpcdemo.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

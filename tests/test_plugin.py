@@ -10,6 +10,7 @@ import pytest
 
 from pytest_hpcdemo import backends
 from pytest_hpcdemo.core import fixtures, hardware
+from pytest_hpcdemo.core.figures import SCHEMA_VERSION
 
 
 @pytest.fixture
@@ -162,6 +163,7 @@ def test_figures_land_in_benchmark_json_and_summary(pytester: pytest.Pytester) -
         "claims: 2 holds",
     ])
     data = json.loads((pytester.path / "out.json").read_text())
+    assert data["machine_info"]["hpcdemo_schema"] == SCHEMA_VERSION  # core/figures.py
     info = data["machine_info"]["hpcdemo"]
     assert info["usable_cores"] >= 1 and "gil_enabled" in info and "blas" in info
     assert info["start_method"] == "forkserver"

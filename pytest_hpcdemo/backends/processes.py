@@ -40,7 +40,7 @@ class NamingProcessPool(ProcessPoolExecutor):
 
     def _spawn_process(self) -> None:
         super()._spawn_process()  # type: ignore[misc]
-        self.workers.update(self._processes)  # type: ignore[attr-defined]
+        self.workers.update(self._processes)
 
     def dead_workers(self) -> str:
         """``worker pid 123 ended by signal 9 (SIGKILL)`` for each worker that has ended."""
@@ -60,7 +60,7 @@ class NamingProcessPool(ProcessPoolExecutor):
                 exc = named
             set_exception(exc)
 
-        future.set_exception = set_exception_naming_the_dead  # type: ignore[method-assign]
+        future.set_exception = set_exception_naming_the_dead  # type: ignore[method-assign,assignment]
         return future
 
     def kill_workers(self) -> list[int]:

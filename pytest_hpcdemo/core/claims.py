@@ -13,34 +13,20 @@ from ..node.memory import PeakMemory
 from ..node.oversubscription import claim_reason
 from ..report.claims import ClaimLog
 from ..report.progress import Progress
+from . import figures as saved
 from . import measure
+from .benchmark_compat import BenchmarkFixture, record_samples
 from .hardware import Hardware
+from .measure import Claim, Measurement
 
 
-def record_samples(benchmark: Any, samples: Sequence[float]) -> bool:
-    """Store our own timed samples as this test's pytest-benchmark entry.
-
-    pytest-benchmark measures only what it runs itself; our rounds are interleaved with a baseline
-    and adaptive in number, so we hand it the candidate's samples through the same two calls its
-    ``pedantic`` mode makes (``_make_stats`` then ``update``). pyproject bounds the version for that.
-    """
-    if benchmark is None or benchmark._mode:
-        return False
-    benchmark._mode = "hpcdemo measurement"  # used, even when --benchmark-disable drops the figures
-    if benchmark.disabled or not samples:
-        return False
-    stats = benchmark._make_stats(1)
-    for seconds in samples:
-        stats.update(seconds)
-    return True
-
-
-def record_figures(benchmark: Any, name: str, samples: Sequence[float], figures: dict[str, Any]) -> None:
+def record_figures(benchmark: BenchmarkFixture | None, name: str, samples: Sequence[float],
+                   figures: dict[str, Any]) -> None:
     """A claim's samples become the test's benchmark entry (the first claim's only), and its figures
     go in ``extra_info["claims"][name]``."""
     record_samples(benchmark, samples)
     if benchmark is not None:
-        benchmark.extra_info.setdefault("claims", {})[name] = figures
+        benchmark.extra_info.setdefault(saved.CLAIMS, {})[name] = figures
 
 
 def enforce(verdict: measure.Verdict, name: str, reason: str, line: str) -> None:
@@ -60,8 +46,9 @@ def assert_verdict(m: measure.Measurement) -> measure.Measurement:
 class SpeedupMeter:
     """Measures a candidate against a baseline, records the figures, and asserts the claims."""
 
-    def __init__(self, nodeid: str, hardware: Hardware, settings: measure.Settings, benchmark: Any,
-                 log: ClaimLog, progress: Callable[[str], Progress] | None = None) -> None:
+    def __init__(self, nodeid: str, hardware: Hardware, settings: measure.Settings,
+                 benchmark: BenchmarkFixture | None, log: ClaimLog,
+                 progress: Callable[[str], Progress] | None = None) -> None:
         self.nodeid = nodeid
         self.hardware = hardware
         self.settings = settings
@@ -101,7 +88,7 @@ class SpeedupMeter:
             if shown is not None:
                 shown.close()
 
-    def record(self, m: measure.Measurement) -> None:
+    def record(self, m: Measurement) -> None:
         """The candidate's samples become the test's benchmark entry; the figures go in extra_info."""
         figures = m.figures()
         peaks = self.memory.get(m.name)
@@ -109,7 +96,7 @@ class SpeedupMeter:
         record_figures(self.benchmark, m.name, figures["candidate_s"], figures)  # type: ignore[arg-type]
 
     def __call__(self, baseline: Callable[[], object], candidate: Callable[[], object],
-                 claims: Sequence[measure.Claim], **options: Any) -> measure.Measurement:
+                 claims: Sequence[Claim], **options: Any) -> Measurement:
         """:meth:`measure` (same options), :meth:`record`, a summary line, the verdict asserted.
 
         ``threads_per_worker`` (default 1): busy threads each of the candidate's ``cores_needed``

@@ -6,7 +6,7 @@ Only pytest is imported here at start-up; each fixture imports what it wraps whe
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from concurrent.futures import Executor  # for the annotations only: its import costs every session
 
     from ..backends import Backend
+    from .benchmark_compat import BenchmarkFixture
     from .claims import ClaimNote, SpeedupMeter
     from .hardware import Hardware
 
@@ -36,7 +37,7 @@ def hardware(pytestconfig: pytest.Config) -> Hardware:
 
 
 @pytest.fixture
-def speedup(request: pytest.FixtureRequest, hardware: Hardware, benchmark: Any) -> SpeedupMeter:
+def speedup(request: pytest.FixtureRequest, hardware: Hardware, benchmark: BenchmarkFixture) -> SpeedupMeter:
     """``speedup(baseline, candidate, claims, cores_needed=n)``: an interleaved measurement whose
     verdict is asserted (fails) or turned into a skip with the figures (inconclusive)."""
     from functools import partial

@@ -19,6 +19,8 @@ from functools import cache
 from pathlib import Path
 from types import ModuleType
 
+from . import procfs
+
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 _DIST_INFO = re.compile(r"^(?P<name>.+?)-(?P<version>[^-]+?)\.(?:dist|egg)-info$")
@@ -53,11 +55,7 @@ def package_version(name: str) -> str | None:
     return installed_versions().get(_normalise(name))
 
 
-def _read(path: str | Path) -> str | None:
-    try:
-        return Path(path).read_text().strip()
-    except OSError:
-        return None
+_read = procfs.read
 
 
 def _own_cgroup_dirs() -> list[Path]:

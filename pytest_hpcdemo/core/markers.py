@@ -89,6 +89,14 @@ def marker(item: pytest.Item, name: str) -> pytest.Mark | None:
     return needs(item).get(name)
 
 
+def mark_parametrized(items: list[pytest.Item], param: str, value: str, mark: pytest.MarkDecorator) -> None:
+    """Add ``mark`` to each item parametrized with ``param=value``: a chapter's tests by backend."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get(param) == value:
+            item.add_marker(mark)
+
+
 def _marker_int(marker: pytest.Mark, key: str, default: int) -> int:
     value = marker.kwargs.get(key, marker.args[0] if marker.args else default)
     if not isinstance(value, int) or value < 1:

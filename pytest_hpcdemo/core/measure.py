@@ -33,7 +33,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cache, cached_property
-from pathlib import Path
+
+from . import procfs
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -71,28 +72,15 @@ def dominant_part_bound(factor: float) -> float:
 
 def system_busy_seconds() -> float | None:
     """CPU seconds all processes on the machine were busy since boot (steal included), from /proc/stat."""
-    try:
-        with open("/proc/stat") as f:
-            fields = f.readline().split()
-    except OSError:
+    values = procfs.system_cpu_ticks()  # user nice system idle iowait irq softirq steal
+    if values is None:
         return None
-    # cpu user nice system idle iowait irq softirq steal guest guest_nice
-    values = [int(v) for v in fields[1:9]]
     busy = values[0] + values[1] + values[2] + values[5] + values[6] + values[7]
     return busy / CLOCK_TICKS
 
 
 def _descendant_pids(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rpartition(")")[2].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
+    children = procfs.children()
     found, todo = [], [root]
     while todo:
         for child in children.get(todo.pop(), []):
@@ -103,11 +91,8 @@ def _descendant_pids(root: int) -> list[int]:
 
 def _pid_cpu_seconds(pid: int) -> float:
     """CPU time of a process and of the children it has reaped (a forkserver reaps pool workers)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return 0.0  # exited meanwhile; its time reaches us through RUSAGE_CHILDREN once reaped
-    return sum(int(v) for v in fields[11:15]) / CLOCK_TICKS
+    # 0 for one that exited meanwhile: its time reaches us through RUSAGE_CHILDREN once reaped
+    return procfs.cpu_ticks(pid) / CLOCK_TICKS
 
 
 def descendants_cpu_seconds() -> float:

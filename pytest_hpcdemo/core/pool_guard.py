@@ -43,9 +43,9 @@ def _running_threads() -> frozenset[threading.Thread]:
 def describe_thread(thread: threading.Thread) -> str:
     """The thread's name, and the kind of pool it serves when it is a pool's."""
     pools = sys.modules.get("concurrent.futures.thread"), sys.modules.get("concurrent.futures.process")
-    if pools[0] is not None and thread in pools[0]._threads_queues:  # type: ignore[attr-defined]
+    if pools[0] is not None and thread in pools[0]._threads_queues:
         return f"{thread.name} (a ThreadPoolExecutor worker)"
-    if pools[1] is not None and thread in pools[1]._threads_wakeups:  # type: ignore[attr-defined]
+    if pools[1] is not None and thread in pools[1]._threads_wakeups:
         return f"{thread.name} (a ProcessPoolExecutor's manager)"
     return thread.name
 
@@ -81,7 +81,7 @@ def wake_idle_thread_pool_workers() -> None:
     if thread_pools is None:
         return
     thread_pools._shutdown = True  # type: ignore[attr-defined]
-    for work_queue in list(thread_pools._threads_queues.values()):  # type: ignore[attr-defined]
+    for work_queue in list(thread_pools._threads_queues.values()):
         work_queue.put(None)
 
 
@@ -90,7 +90,7 @@ def kill_leaked_process_workers() -> None:
     process_pools = sys.modules.get("concurrent.futures.process")
     if process_pools is None:
         return
-    for manager in list(process_pools._threads_wakeups):  # type: ignore[attr-defined]
+    for manager in list(process_pools._threads_wakeups):
         if manager.is_alive():
             for worker in list((getattr(manager, "processes", None) or {}).values()):
                 worker.kill()

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
+from types import FunctionType
 from typing import Any
 
 
@@ -21,11 +22,6 @@ def cpu_bound(n: int) -> int:
     for i in range(n):
         total += i * i % 7
     return total
-
-
-def sum_list(values: list[int]) -> int:
-    """The guide's CPU-bound job: ``sum`` of a list."""
-    return sum(values)
 
 
 def io_wait(seconds: float) -> float:
@@ -164,13 +160,18 @@ NUMBA_FLAVOURS = ("njit", "nogil", "parallel")
 PI_SIGNATURE = "float64(int64)"
 
 
+# The loop of pi_midpoint: the built-in range, except in the copy that numba_kernel("parallel")
+# compiles with numba.prange in its place (one kernel's code for every flavour).
+prange = range
+
+
 def pi_midpoint(n: int) -> float:
     """Pure Python, n intervals. Numba compiles this very function (``numba_kernel``), and
     benchmarks/c_kernels/pi_midpoint.c is its C twin: same operations in the same order, so the
     three agree to the last bit."""
     h = 1.0 / n
     total = 0.0
-    for i in range(n):
+    for i in prange(n):
         x = (i + 0.5) * h
         total += 4.0 / (1.0 + x * x)
     return total * h
@@ -196,17 +197,9 @@ def numba_kernel(flavour: str) -> Callable[[int], float]:
         return numba.njit(PI_SIGNATURE)(pi_midpoint)
     if flavour == "nogil":
         return numba.njit(PI_SIGNATURE, nogil=True)(pi_midpoint)
-    if flavour == "parallel":
-        prange = numba.prange
-
-        def pi_midpoint_prange(n: int) -> float:
-            h = 1.0 / n
-            total = 0.0
-            for i in prange(n):
-                x = (i + 0.5) * h
-                total += 4.0 / (1.0 + x * x)
-            return total * h
-
+    if flavour == "parallel":  # the same code, its loop split over Numba's threads
+        pi_midpoint_prange = FunctionType(pi_midpoint.__code__, {**globals(), "prange": numba.prange},
+                                          "pi_midpoint_prange")
         return numba.njit(PI_SIGNATURE, parallel=True)(pi_midpoint_prange)
     raise ValueError(f"unknown Numba flavour {flavour!r}; expected one of {NUMBA_FLAVOURS}")
 

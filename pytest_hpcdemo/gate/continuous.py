@@ -43,14 +43,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..core.options import number, percent_or_fraction, positive_seconds
+from ..core.measure import median
+from ..core.options import number, positive_seconds
 from . import history as gate
 from .history import Outcome, closing_lines
+from .options import CONTINUOUS_MIN_EFFECT, DEFAULT_ALPHA, add_report_option, add_threshold_options
 from .stats import Paired, adjusted, paired
 
 DEFAULT_PAIRS = 10
-DEFAULT_MIN_EFFECT = 0.10
-DEFAULT_ALPHA = 0.01
+DEFAULT_MIN_EFFECT = CONTINUOUS_MIN_EFFECT
 DEFAULT_SESSION_TIMEOUT = 600.0
 # Short sessions: many pairs of a few rounds beat few pairs of many (pairs are what cancel drift).
 SESSION_ARGS = ("-p", "no:cacheprovider", "-p", "no:xdist", "-q", "--benchmark-only",
@@ -139,8 +140,8 @@ def compare_sessions(pairs: Sequence[SessionPair], min_effect: float = DEFAULT_M
         base_values = [b[key].value for b, _ in pairs if key in b]
         head_values = [h[key].value for _, h in pairs if key in h]
         test = paired([math.log(h.value / b.value) for b, h in both], alpha)
-        change = PairedChange(key, known.kind, known.higher_is_better, gate.median(base_values),
-                              gate.median(head_values), test, Outcome.UNCHANGED)
+        change = PairedChange(key, known.kind, known.higher_is_better, median(base_values),
+                              median(head_values), test, Outcome.UNCHANGED)
         if not head_values:
             change = _note(change, Outcome.NOT_COMPARED, "not in head's sessions (removed or skipped)")
         elif not base_values:
@@ -290,24 +291,17 @@ def add_parser(commands: Any) -> None:
                    help="the revision under test (default: the working tree, uncommitted changes included)")
     c.add_argument("--pairs", type=_pairs, default=DEFAULT_PAIRS,
                    help=f"session pairs (default {DEFAULT_PAIRS}; at least 3)")
-    c.add_argument("--min-effect", type=_min_effect, default=DEFAULT_MIN_EFFECT, metavar="FRACTION",
-                   help=f"smallest change that fails (default {DEFAULT_MIN_EFFECT:.0%}%)")
-    c.add_argument("--alpha", type=_alpha, default=DEFAULT_ALPHA, metavar="P",
-                   help="chance of any false alarm over the whole run (default %(default)s)")
-    c.add_argument("--both", action="store_true", help="fail on significant improvements too")
+    add_threshold_options(c.add_argument, min_effect=DEFAULT_MIN_EFFECT, busy=False)  # as --hpc-gate-*
     c.add_argument("--timer", choices=sorted(TIMERS), default="cpu",
                    help="cpu (default): each round's CPU time of the session, its median; wall: wall "
                         "time, the fastest round (for code that waits: sleeps, I/O, child processes)")
     c.add_argument("--session-timeout", type=positive_seconds, default=DEFAULT_SESSION_TIMEOUT,
                    metavar="SECONDS", help="end a session running longer (default %(default)s)")
-    c.add_argument("--hpc-report", default=None, metavar="DIR",
-                   help="the last head session's report (as for a run) and continuous.txt, in DIR")
+    add_report_option(c.add_argument,
+                      "the last head session's report (as for a run) and continuous.txt, in DIR")
 
 
 _pairs = number("a whole number", lambda v: 3 <= v <= 1000, "from 3 to 1000 pairs", parse=int)
-_min_effect = number("a fraction such as 0.1 or 10%", lambda v: 0 <= v < 1,
-                     "a fraction in [0, 1) (under 100%)", parse=percent_or_fraction)
-_alpha = number("a probability", lambda v: 0 < v < 0.5, "above 0 and below 0.5")
 
 
 def _say(line: str) -> None:

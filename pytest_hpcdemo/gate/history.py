@@ -43,7 +43,6 @@ import fnmatch
 import json
 import math
 import os
-import platform
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -51,16 +50,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeGuard
 
+from ..core import figures as saved
+from ..core.measure import median
+from .options import BOUNDS, DEFAULT_ALPHA, DEFAULT_BUSY_LOAD, DEFAULT_MIN_EFFECT
 from .stats import adjusted, detectable_two_sample, mann_whitney_p
 
-DEFAULT_MIN_EFFECT = 0.05
-DEFAULT_ALPHA = 0.01
 RUN_GLOB = "[0-9][0-9][0-9][0-9]_*.json"
 # Earlier runs whose medians give a series' drift between sessions, and how many it takes.
 HISTORY_WINDOW, HISTORY_MIN_RUNS = 10, 3
-# Cores' worth of CPU other processes may take during a benchmark before its times say more about
-# them than about the code: such a run is not compared (``extra_info["foreign_load"]``).
-DEFAULT_BUSY_LOAD = 0.5
 # A benchmark using less CPU than this (cores' worth, ``extra_info["own_cpu"]``) mostly waits: the
 # cores others take are not the ones it needs, so its times are compared whatever the load.
 IDLE_CPU = 0.1
@@ -80,14 +77,6 @@ METRIC_WORDS = {"time": "median time", "speedup": "median speedup", "cpu_speedup
 
 class HistoryError(Exception):
     """A history file or storage that cannot be read: the message is one line naming the file."""
-
-
-def median(values: Sequence[float]) -> float:
-    ordered = sorted(values)
-    n = len(ordered)
-    if n == 0:
-        return math.nan
-    return ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,15 +99,12 @@ class Thresholds:
     busy_load: float = DEFAULT_BUSY_LOAD
 
     def __post_init__(self) -> None:
-        # A median cannot fall by 100% or more: a larger minimum effect would disable the gate.
-        if not _is_number(self.min_effect) or not 0 <= self.min_effect < 1:
-            raise ValueError(f"min_effect must be a fraction in [0, 1) (0.05 or 5%), got {self.min_effect!r}")
-        if not _is_number(self.alpha) or not 0 < self.alpha < 0.5:
-            raise ValueError(f"alpha must be a probability above 0 and below 0.5, got {self.alpha!r}")
+        for name, (valid, bounds) in BOUNDS.items():  # the options' bounds (gate/options.py)
+            value = getattr(self, name)
+            if not _is_number(value) or not valid(value):
+                raise ValueError(f"{name} must be {bounds}, got {value!r}")
         if not isinstance(self.both, bool):
             raise ValueError(f"both must be True or False, got {self.both!r}")
-        if not _is_number(self.busy_load) or not self.busy_load >= 0:
-            raise ValueError(f"busy_load must be a number of cores >= 0, got {self.busy_load!r}")
 
     def overridden(self, changes: Mapping[str, Any] | None) -> Thresholds:
         """These thresholds with a test's own (``@pytest.mark.gate(...)``, saved in ``extra_info``)."""
@@ -314,7 +300,7 @@ class Run:
 
     @property
     def hardware(self) -> Mapping[str, Any]:
-        info = self.machine_info.get("hpcdemo")
+        info = self.machine_info.get(saved.HARDWARE)
         return info if isinstance(info, Mapping) else {}
 
 
@@ -379,17 +365,17 @@ def series_of(bench: Any, index: int = 0) -> list[Series]:
         raise ValueError(f"benchmark entry {index} has no 'fullname'")
     name = bench["fullname"]
     extra = _mapping(bench.get("extra_info"), f"{name}: extra_info")
-    gate = _mapping(extra.get("gate"), f"{name}: extra_info.gate") or None
+    gate = _mapping(extra.get(saved.GATE), f"{name}: extra_info.gate") or None
     try:
         Thresholds().overridden(gate)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{name}: gate thresholds: {exc}") from None
-    load, own = extra.get("foreign_load"), extra.get("own_cpu")
+    load, own = extra.get(saved.FOREIGN_LOAD), extra.get(saved.OWN_CPU)
     load = float(load) if _is_number(load) else None
     own = float(own) if _is_number(own) else None
     data, problem = checked_samples(_mapping(bench.get("stats"), f"{name}: stats").get("data"), TIMINGS)
     found = [Series(name, "time", data, gate, load, own_cpu=own, problem=problem)]
-    for claim, figures in _mapping(extra.get("claims"), f"{name}: extra_info.claims").items():
+    for claim, figures in _mapping(extra.get(saved.CLAIMS), f"{name}: extra_info.claims").items():
         figures = _mapping(figures, f"{name}: claim {claim}")
         rounds, contested = figures.get("rounds", 0), figures.get("contested_rounds", 0)
         # The measurement drops rounds in which others took the cores it needs; when they were
@@ -426,6 +412,7 @@ def run_from_json(data: Any, label: str) -> Run:
     if not isinstance(data, Mapping) or not isinstance(data.get("benchmarks"), list):
         raise ValueError("not a pytest-benchmark run (no 'benchmarks' list)")
     machine = _mapping(data.get("machine_info"), "machine_info")
+    saved.schema_version(machine)  # every schema so far has the same keys; a newer one is refused
     series: dict[str, Series] = {}
     for i, bench in enumerate(data["benchmarks"]):
         for s in series_of(bench, i):
@@ -440,6 +427,8 @@ def load_run(path: Path) -> Run:
         return run_from_json(data, path.stem)
     except OSError as exc:
         raise HistoryError(f"{path}: cannot read history file: {exc.strerror or exc}") from None
+    except saved.SchemaError as exc:
+        raise HistoryError(f"{path}: history file of another format: {exc}") from None
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise HistoryError(f"{path}: corrupt history file: {reason}") from None
@@ -489,8 +478,9 @@ def check_folder(path: Path, what: str, write: bool) -> None:
 
 def machine_id() -> str:
     """The sub-folder pytest-benchmark saves this interpreter's runs in (its ``get_machine_id``)."""
-    return (f"{platform.system()}-{platform.python_implementation()}-"
-            f"{'.'.join(platform.python_version_tuple()[:2])}-{platform.architecture()[0]}")
+    from ..core.benchmark_compat import machine_id
+
+    return machine_id()
 
 
 def saved_runs(storage: Path, machine: str | None = None) -> list[Path]:
@@ -566,9 +556,13 @@ def save_exclusive(folder: Path, name: str, text: str) -> Path:
 # Comparing two runs
 
 
+def _object(info: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = info.get(key)
+    return value if isinstance(value, Mapping) else {}
+
+
 def _hardware_shape(hw: Mapping[str, Any]) -> dict[str, Any]:
-    mpi = hw.get("mpi") if isinstance(hw.get("mpi"), Mapping) else {}
-    gpu = hw.get("gpu") if isinstance(hw.get("gpu"), Mapping) else {}
+    mpi, gpu = _object(hw, "mpi"), _object(hw, "gpu")
     return {
         "usable cores": hw.get("usable_cores"),
         "GIL enabled": hw.get("gil_enabled"),
@@ -599,7 +593,7 @@ def stack_differences(baseline: Run, current: Run) -> tuple[list[str], list[str]
 
 
 def _machine_of(info: Mapping[str, Any]) -> dict[str, Any]:
-    cpu = info.get("cpu") if isinstance(info.get("cpu"), Mapping) else {}
+    cpu = _object(info, "cpu")
     return {"node": info.get("node"), "cpu": cpu.get("brand_raw"), "python": info.get("python_version")}
 
 
@@ -743,7 +737,7 @@ def history_table(runs: Iterable[Run]) -> list[str]:
     for key, kind in keys.items():
         cells = []
         for i, run in enumerate(runs):
-            s = run.series.get(key)
-            cells.append(f"[{i}] {_fmt(s.median, kind)}" if s and s.samples else f"[{i}] -")
+            found = run.series.get(key)
+            cells.append(f"[{i}] {_fmt(found.median, kind)}" if found and found.samples else f"[{i}] -")
         out.append(f"{key}: " + "  ".join(cells))
     return out

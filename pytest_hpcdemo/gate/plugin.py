@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ..core.options import number, percent_or_fraction
 from ..core.session import under_xdist
 from ..core.usage import in_use
+from .options import add_report_option, add_threshold_options
 
 if TYPE_CHECKING:
     from .history import GateReport, Run, Thresholds
@@ -34,13 +34,6 @@ CURRENT_KEY = pytest.StashKey[dict[str, Any]]()
 RESULT_KEY = pytest.StashKey[list[str]]()
 
 
-# A median cannot fall by 100%: a larger minimum effect would silently stop the gating of claims.
-_fraction = number("a fraction such as 0.05 or 5%", lambda v: 0 <= v < 1, "a fraction in [0, 1) (under 100%)",
-                   parse=percent_or_fraction)
-_alpha = number("a probability", lambda v: 0 < v < 0.5, "above 0 and below 0.5")
-_cores = number("cores", lambda v: v >= 0, "0 or more cores")
-
-
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("hpcdemo")
     group.addoption("--hpc-gate", action="store_true",
@@ -49,20 +42,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--hpc-gate-baseline", default=None, metavar="RUN",
                     help="gate against RUN (implies --hpc-gate): a history file, a run number or a "
                          "name prefix")
-    group.addoption("--hpc-gate-min-effect", type=_fraction, default=0.05, metavar="FRACTION",
-                    help="smallest relative change of a median that can fail the gate (default: 0.05)")
-    group.addoption("--hpc-gate-alpha", type=_alpha, default=0.01, metavar="P",
-                    help="significance level of the Mann-Whitney U test (default: 0.01)")
-    group.addoption("--hpc-gate-both", action="store_true",
-                    help="fail on significant improvements too (a stale baseline)")
-    group.addoption("--hpc-gate-busy", type=_cores, default=0.5, metavar="CORES",
-                    help="do not compare times taken while other processes used more than CORES "
-                         "cores' worth of CPU (default: 0.5)")
+    add_threshold_options(group.addoption, "hpc-gate-")
     group.addoption("--hpc-gate-force", action="store_true",
                     help="gate even when the baseline's parallel stack differs in what changes results "
                          "(CPU model, cores, BLAS threads, MPI, Python, ...); the gate's lines say so")
-    group.addoption("--hpc-report", default=None, metavar="DIR",
-                    help="write scaling and history plots and a Markdown/HTML claim summary into DIR")
+    add_report_option(group.addoption,
+                      "write scaling and history plots and a Markdown/HTML claim summary into DIR")
 
 
 def defaults_of(config: pytest.Config) -> Thresholds:
@@ -125,8 +110,8 @@ def _load_history(config: pytest.Config) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER)
-    if not (_saving(config) or _active(config) or config.getoption("hpc_report") is not None):
-        return  # nothing to check or load: the gate's module stays unimported (its cost at start-up)
+    if not (_saving(config) or wants_raw_timings(config)):
+        return  # no folder to check, no history to read: a plain session imports none of the gate
     from . import history as gate
 
     try:
@@ -135,13 +120,17 @@ def pytest_configure(config: pytest.Config) -> None:
             _load_history(config)
     except gate.HistoryError as exc:
         raise pytest.UsageError(str(exc)) from None
+    if _active(config):
+        config.pluginmanager.register(GateSession(config), SESSION_PLUGIN)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     """pytest-benchmark's file storage picks the next run number and then opens it for writing:
     two runs saving at once can take one number, and a full disk leaves a partial file. Its save
     is replaced by an exclusive, atomic one (gate.save_exclusive)."""
-    storage = getattr(getattr(session.config, "_benchmarksession", None), "storage", None)
+    from ..core.benchmark_compat import benchmark_session
+
+    storage = getattr(benchmark_session(session.config), "storage", None)
     if storage is None or type(storage).__name__ != "FileStorage":
         return
 
@@ -173,12 +162,15 @@ def gate_thresholds(marker: pytest.Mark) -> dict[str, Any]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not in_use(config):
+    if not in_use(config):  # a session that does not use us: the gate steps aside with the plugin
+        gate_session = config.pluginmanager.get_plugin(SESSION_PLUGIN)
+        if gate_session is not None:
+            config.pluginmanager.unregister(gate_session)
         return
     for item in items:
         marker = item.get_closest_marker("gate")
         if marker is not None:
-            gate_thresholds(marker)
+            gate_thresholds(marker)  # checked once, here; pytest_runtest_call saves the values
 
 
 @pytest.hookimpl(wrapper=True)
@@ -189,6 +181,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     bench = getattr(item, "funcargs", {}).get("benchmark")
     if bench is None or not hasattr(bench, "extra_info"):
         return (yield)
+    from ..core import figures
     from ..core.measure import foreign_load, system_busy_seconds, tree_cpu_seconds
 
     cpu0, busy0, t0 = tree_cpu_seconds(), system_busy_seconds(), time.perf_counter()
@@ -199,12 +192,12 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
         busy1, cpu1 = system_busy_seconds(), tree_cpu_seconds()
         load = foreign_load(None if busy0 is None or busy1 is None else busy1 - busy0, cpu1 - cpu0, wall)
         if load is not None:
-            bench.extra_info["foreign_load"] = round(load, 3)
+            bench.extra_info[figures.FOREIGN_LOAD] = round(load, 3)
             # Its own CPU use: a benchmark that waits is compared whatever the others' load.
-            bench.extra_info["own_cpu"] = round((cpu1 - cpu0) / wall, 3)
+            bench.extra_info[figures.OWN_CPU] = round((cpu1 - cpu0) / wall, 3)
         marker = item.get_closest_marker("gate")
         if marker is not None:
-            bench.extra_info["gate"] = gate_thresholds(marker)
+            bench.extra_info[figures.GATE] = dict(marker.kwargs)  # checked at collection
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -224,7 +217,9 @@ def _current_json(config: pytest.Config) -> dict[str, Any]:
     """This run as pytest-benchmark writes it (taken when it saved, else made the same way)."""
     if CURRENT_KEY in config.stash:
         return config.stash[CURRENT_KEY]
-    session = getattr(config, "_benchmarksession", None)
+    from ..core.benchmark_compat import benchmark_session
+
+    session = benchmark_session(config)
     benchmarks = [b for b in getattr(session, "benchmarks", []) if b]
     if session is None or not benchmarks:
         return {"machine_info": {}, "benchmarks": []}
@@ -246,41 +241,54 @@ def _gate(config: pytest.Config, current: Run) -> GateReport | None:
     if not current.benchmarks:
         lines.append("no benchmark ran in this session: nothing to compare, the gate passes")
         return None
-    result = compare(baseline, current, defaults_of(config), config.stash.get(HISTORY_KEY, []),
+    history: list[Run] = config.stash.get(HISTORY_KEY, [])
+    result = compare(baseline, current, defaults_of(config), history,
                      force=config.getoption("hpc_gate_force"))
     lines.extend(result.lines())
     return result
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    config = session.config
-    if not _active(config):
-        return
-    from .history import run_from_json
-
-    current = run_from_json(_current_json(config), "this run")
-    result = _gate(config, current) if _gating(config) else None
-    strict_fail = result is not None and result.mostly_not_compared and config.getoption("hpc_strict", False)
-    if strict_fail:
-        config.stash.setdefault(RESULT_KEY, []).append(
-            "--hpc-strict: most series were not compared: the gate fails")
-    if result is not None and (result.failed or strict_fail) and session.exitstatus == pytest.ExitCode.OK:
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    report_dir = config.getoption("hpc_report")
-    if report_dir is not None:
-        from ..core.session import claim_log, has_claims
-        from ..report.html import write_report
-
-        claims = list(claim_log(config).records.values()) if has_claims(config) else []
-        written = write_report(Path(report_dir), current, config.stash.get(HISTORY_KEY, []), result, claims)
-        config.stash.setdefault(RESULT_KEY, []).append(
-            f"report: {', '.join(str(p) for p in written)}")
+SESSION_PLUGIN = "hpcdemo.gate_session"
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
-    lines = config.stash.get(RESULT_KEY, [])
-    if lines:
-        terminalreporter.section("hpcdemo gate")
+class GateSession:
+    """The gate and the report of a session that asked for them (``--hpc-gate``, ``--hpc-report``):
+    registered as a plugin only then, at configuration (pytest-xdist's DSession pattern), so that
+    its hooks need no "is the gate on" guard; unregistered after collection when the session does
+    not use this plugin."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        """The verdicts against the baseline (a regression fails the session) and the report."""
+        config = self.config
+        from .history import run_from_json
+
+        current = run_from_json(_current_json(config), "this run")
+        result = _gate(config, current) if _gating(config) else None
+        strict_fail = (result is not None and result.mostly_not_compared
+                       and config.getoption("hpc_strict", False))
+        if strict_fail:
+            config.stash.setdefault(RESULT_KEY, []).append(
+                "--hpc-strict: most series were not compared: the gate fails")
+        if result is not None and (result.failed or strict_fail) and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        report_dir = config.getoption("hpc_report")
+        if report_dir is not None:
+            from ..core.session import claim_log, has_claims
+            from ..report.html import write_report
+
+            claims = list(claim_log(config).records.values()) if has_claims(config) else []
+            history: list[Run] = config.stash.get(HISTORY_KEY, [])
+            written = write_report(Path(report_dir), current, history, result, claims)
+            config.stash.setdefault(RESULT_KEY, []).append(
+                f"report: {', '.join(str(p) for p in written)}")
+
+    @pytest.hookimpl(trylast=True)  # after the claims' summary
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        lines = self.config.stash.get(RESULT_KEY, [])
+        if lines:
+            terminalreporter.section("hpcdemo gate")
         for line in lines:
             terminalreporter.write_line(line)

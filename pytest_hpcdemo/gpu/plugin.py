@@ -22,6 +22,7 @@ from ..core.session import claim_log, hardware_of, options_of
 from ..core.usage import in_use
 
 if TYPE_CHECKING:
+    from ..core.benchmark_compat import BenchmarkFixture
     from ..core.claims import SpeedupMeter
     from ..core.measure import Claim, Measurement, Run
     from .timing import DeviceClock
@@ -49,7 +50,7 @@ class GpuBenchmark:
     allows one entry.
     """
 
-    def __init__(self, meter: SpeedupMeter, clock: DeviceClock, benchmark: Any) -> None:
+    def __init__(self, meter: SpeedupMeter, clock: DeviceClock, benchmark: BenchmarkFixture) -> None:
         self.meter = meter
         self.clock = clock
         self.benchmark = benchmark
@@ -149,12 +150,10 @@ def gpu_benchmark(request: pytest.FixtureRequest) -> GpuBenchmark:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not in_use(config):
-        return
-    for item in items:
-        callspec = getattr(item, "callspec", None)
-        if callspec is not None and callspec.params.get("xp") == "cupy":
-            item.add_marker(pytest.mark.hpc_gpu)
+    if in_use(config):
+        from ..core.markers import mark_parametrized
+
+        mark_parametrized(items, "xp", "cupy", pytest.mark.hpc_gpu)
 
 
 def pytest_report_collectionfinish(config: pytest.Config, items: Sequence[pytest.Item]) -> list[str]:
@@ -176,9 +175,10 @@ def pytest_report_collectionfinish(config: pytest.Config, items: Sequence[pytest
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, object]) -> None:
     """CuPy's view of the GPUs in saved runs (the driver's view is in ``hpcdemo``); asks CuPy only
     where the driver shows a GPU."""
+    from ..core import figures
     from ..core.hardware import cuda_runtime
     from ..core.markers import gpu_skip_reason
 
     reason = gpu_skip_reason(hardware_of(config))
-    machine_info["hpcdemo_gpu"] = {"missing": reason} if reason else asdict(cuda_runtime())
+    machine_info[figures.GPU] = {"missing": reason} if reason else asdict(cuda_runtime())
 

@@ -29,6 +29,7 @@ from ..core.usage import has_pytest_mpi, in_use, opted_in
 from .launch import launch_of, yield_when_idle
 
 if TYPE_CHECKING:  # the session module itself only under a launcher
+    from ..core.benchmark_compat import BenchmarkFixture
     from .session import MpiBenchmark, MpiSession
 
 SESSION_KEY = pytest.StashKey["MpiSession | None"]()
@@ -131,7 +132,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     only_mpi = getattr(config.option, "only_mpi", False)
     if opted_in(config) and hasattr(config.option, "with_mpi") and not only_mpi:
         config.option.with_mpi = True  # pytest-mpi: MPI tests are enabled; this plugin skips with reasons
-    benchmarks = getattr(config, "_benchmarksession", None)
+    from ..core.benchmark_compat import benchmark_session
+
+    benchmarks = benchmark_session(config)
     mpi = session_of(config)
     if mpi is not None and mpi.rank != 0 and benchmarks is not None:
         benchmarks.disabled = True  # rank 0 alone saves pytest-benchmark's entries
@@ -141,7 +144,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def pytest_report_header(config: pytest.Config) -> list[str]:
     """Rank 0's header under a launcher: ranks by host (ranks and usable cores), then rank -> host:pid."""
     session = session_of(config)
-    lines = [hosts_line(config.stash[HOSTS_KEY])] if HOSTS_KEY in config.stash else []
+    hosts: list[tuple[str, int]] | None = config.stash.get(HOSTS_KEY, None)
+    lines = [hosts_line(hosts)] if hosts is not None else []
     return [*lines, session.ranks_line()] if session is not None else lines
 
 
@@ -289,7 +293,7 @@ class SharedTmpPath:
 
 
 @pytest.fixture
-def mpi_benchmark(request: pytest.FixtureRequest, benchmark: Any) -> Iterator[MpiBenchmark]:
+def mpi_benchmark(request: pytest.FixtureRequest, benchmark: BenchmarkFixture) -> Iterator[MpiBenchmark]:
     """``mpi_benchmark(fn, name=...)`` times ``fn`` on every rank (same rounds, barrier before each,
     slowest rank's time); ``mpi_benchmark.compare(baseline, candidate, claims, name=...)`` asserts
     ratio claims. Saved as this test's pytest-benchmark entry by rank 0."""

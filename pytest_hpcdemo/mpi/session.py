@@ -21,7 +21,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
+
+from ..core.procfs import mapped_shared_memory  # stdlib only, as this module's imports
+
+if TYPE_CHECKING:
+    from ..core.benchmark_compat import BenchmarkFixture
 
 # A rank whose test failed or skipped waits this long for the others to reach the end of the test;
 # longer means they are blocked in a collective that this rank never entered, and the job is ended.
@@ -44,20 +49,33 @@ ABORT_STATUS, INTERRUPTED_STATUS = 1, 2
 WAIT_POLL_S = 0.0002
 
 
-def wait_sleeping(comm: Any) -> None:
+class Request(Protocol):
+    """What this module uses of an mpi4py ``MPI.Request``."""
+
+    def Test(self) -> bool: ...
+
+
+class Communicator(Protocol):
+    """What this module uses of an mpi4py ``MPI.Comm`` (mpi4py's own stubs are not required:
+    the MPI extra may be absent where the plugin is type-checked)."""
+
+    def Get_rank(self) -> int: ...
+    def Get_size(self) -> int: ...
+    def Barrier(self) -> None: ...
+    def Ibarrier(self) -> Request: ...
+    def Free(self) -> None: ...
+    def allgather(self, obj: Any) -> list[Any]: ...
+    def gather(self, obj: Any, root: int = 0) -> list[Any] | None: ...
+    def bcast(self, obj: Any, root: int = 0) -> Any: ...
+    def allreduce(self, obj: Any, op: Any = ...) -> Any: ...
+
+
+def wait_sleeping(comm: Communicator) -> None:
     """A barrier on ``comm`` that sleeps while it waits."""
     request = comm.Ibarrier()
     while not request.Test():
         time.sleep(WAIT_POLL_S)
 
-
-def mapped_shared_memory(pid: int | str = "self") -> set[str]:
-    """The /dev/shm files that a process maps (Linux; none elsewhere)."""
-    try:
-        lines = Path(f"/proc/{pid}/maps").read_text().splitlines()
-    except OSError:
-        return set()
-    return {path for line in lines if (path := line.split(maxsplit=5)[-1]).startswith("/dev/shm/")}
 
 
 class Watchdog:
@@ -159,7 +177,7 @@ class MpiSession:
         base: str | None = basetemp
         if self.rank == 0 and basetemp is None:
             base = tempfile.mkdtemp(prefix=BASE_PREFIX)
-        elif self.rank == 0:
+        elif self.rank == 0 and basetemp is not None:
             shutil.rmtree(Path(basetemp) / "shared", ignore_errors=True)  # a previous run's
         mine = (MPI.Get_processor_name(), os.getpid(), base)
         everyone = self.collective("the session start", lambda: self.comm.allgather(mine))
@@ -297,7 +315,7 @@ class MpiTimer:
     iteration and round counts, each round starts after a barrier, and a round's time is the
     maximum over ranks (the collective operation ends when its slowest rank does)."""
 
-    def __init__(self, comm: Any, min_round_s: float = 0.01, max_iterations: int = 1 << 16) -> None:
+    def __init__(self, comm: Communicator, min_round_s: float = 0.01, max_iterations: int = 1 << 16) -> None:
         self.comm, self.min_round_s, self.max_iterations = comm, min_round_s, max_iterations
 
     def round(self, fn: Callable[[], object], iterations: int) -> float:
@@ -342,18 +360,17 @@ class MpiTimer:
 
 def machine_id(fallback: str) -> str:
     """The running kernel's boot id (the same in every namespace of one machine), else ``fallback``."""
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return fallback
+    from ..core.procfs import boot_id
+
+    return boot_id() or fallback
 
 
 class MpiBenchmark:
     """The ``mpi_benchmark`` fixture: MpiTimer rounds, stored as this test's pytest-benchmark entry
     (the first measurement of the test) with the figures and the MPI run in ``extra_info``."""
 
-    def __init__(self, comm: Any, benchmark: Any, nodeid: str, log: Any, confidence: float,
-                 budget_s: float, run: dict[str, Any]) -> None:
+    def __init__(self, comm: Communicator, benchmark: BenchmarkFixture | None, nodeid: str, log: Any,
+                 confidence: float, budget_s: float, run: dict[str, Any]) -> None:
         from mpi4py import MPI
 
         self.timer = MpiTimer(comm)
@@ -363,7 +380,9 @@ class MpiBenchmark:
         # (one kernel: one boot id, whatever host names namespaces give the ranks).
         self.one_node = len(set(comm.allgather(machine_id(MPI.Get_processor_name())))) == 1
         if benchmark is not None:
-            benchmark.extra_info["mpi"] = run
+            from ..core.figures import MPI as MPI_RUN
+
+            benchmark.extra_info[MPI_RUN] = run
 
     def __call__(self, fn: Callable[[], object], *, name: str, budget_factor: float = 0.1) -> dict[str, Any]:
         """Time ``fn`` (called on every rank) and return its figures: seconds per call, slowest rank."""

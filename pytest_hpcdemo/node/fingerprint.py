@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.hardware import gil_state, numba_threading_layer_used, package_version
+from ..core.procfs import read as _read
 
 SYS_CPU = Path("/sys/devices/system/cpu")
 SYS_NODE = Path("/sys/devices/system/node")
@@ -50,12 +51,6 @@ NOTED_FIELDS = ("governor", "blas")
 MPI_TRANSPORT_VARIABLES = ("MPIR_CVAR_CH4_NETMOD", "MPIR_CVAR_CH3_NETMOD", "UCX_TLS", "UCX_NET_DEVICES",
                            "FI_PROVIDER", "OMPI_MCA_pml", "OMPI_MCA_btl", "OMPI_MCA_mtl")
 
-
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return None
 
 
 def cpu_model(cpuinfo: str) -> str | None:

@@ -69,9 +69,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
+    from ..core import figures
     from .fingerprint import fingerprint
 
-    machine_info["hpcdemo_fingerprint"] = fingerprint()
+    machine_info[figures.FINGERPRINT] = fingerprint()
     limits = config.stash.get(LIMITS_KEY, None)
     if limits is not None:
-        machine_info["hpcdemo_limits"] = limits.as_dict()
+        machine_info[figures.LIMITS] = limits.as_dict()

@@ -224,7 +224,9 @@ def record_point(extra_info: dict[str, Any], name: str, backend: str, workload: 
     """The point the report draws (``extra_info["scaling"]``), from the figures the measurement
     saved under ``name`` (also when it was skipped): the efficiency's median and interval over the
     clean rounds, and whether other processes took the cores in most rounds."""
-    figures = extra_info.get("claims", {}).get(name)
+    from ..core import figures as saved
+
+    figures = extra_info.get(saved.CLAIMS, {}).get(name)
     if not figures:
         return
     pairs = zip(figures["baseline_s"], figures["candidate_s"], strict=True)
@@ -235,7 +237,7 @@ def record_point(extra_info: dict[str, Any], name: str, backend: str, workload: 
     low, high = (ratios[k - 1], ratios[-k]) if k else (ratios[0], ratios[-1])
     point = Point(work.workers, work.efficiency(figures["speedup_median"]),
                   (work.efficiency(low), work.efficiency(high)))
-    extra_info["scaling"] = {"workload": workload, "backend": backend, **point.as_dict(),
+    extra_info[saved.SCALING] = {"workload": workload, "backend": backend, **point.as_dict(),
                              "contested": figures["contested_rounds"] * 2 >= figures["rounds"]}
 
 

@@ -56,8 +56,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 @pytest.hookimpl(trylast=True, optionalhook=True)  # after plugin.py has filled in machine_info["hpcdemo"]
 def pytest_benchmark_update_machine_info(machine_info: dict[str, object]) -> None:
+    from ..core import figures
     from ..core.hardware import numba_threading_layer_used
 
-    info = machine_info.setdefault("hpcdemo", {})
+    info = machine_info.setdefault(figures.HARDWARE, {})
     if isinstance(info, dict):
         info["numba_threading_layer_used"] = numba_threading_layer_used()

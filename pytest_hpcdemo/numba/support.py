@@ -89,7 +89,7 @@ def probe_fork_after_parallel(n: int) -> dict[str, Any]:
     layer = numba.threading_layer()
     vendor = None
     if layer == "omp":
-        from numba.np.ufunc import omppool
+        from numba.np.ufunc import omppool  # type: ignore[attr-defined]
 
         vendor = omppool.openmp_vendor
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:

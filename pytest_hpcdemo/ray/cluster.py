@@ -38,11 +38,9 @@ EXIT_WAIT_S = 15.0
 def _start_time(pid: int) -> int | None:
     """The start time (clock ticks since boot) of a live process, None for none or a zombie: with
     the pid, it names one process, so a pid reused meanwhile is not taken for the old process."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        return None if fields[0] == "Z" else int(fields[19])
-    except (OSError, ValueError, IndexError):
-        return None
+    from ..core.procfs import start_time
+
+    return start_time(pid)
 
 
 @dataclass(frozen=True)
@@ -148,11 +146,9 @@ def listeners(pids: Iterable[int]) -> list[Listener]:
 def driver_port() -> int:
     """The port of this driver's own Ray server (its core worker), read from the owner address of an
     object it puts: its other sockets, MPI's for one, are not Ray's."""
-    import ray
-    from ray.core.generated.common_pb2 import Address
+    from ._private_compat import driver_port
 
-    owner = ray._private.worker.global_worker.core_worker.get_owner_address(ray.put(0))
-    return Address.FromString(owner).port
+    return driver_port()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,11 +188,9 @@ def _set_cluster_mode(enabled: bool) -> bool:
     """Set what RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER decides, returning the previous value. Ray reads
     the variable once, when imported: a session that imported Ray before needs the module's copy set
     too, or every listener binds all interfaces (the listener test catches that)."""
-    from ray._private import ray_constants
+    from ._private_compat import set_cluster_mode
 
-    previous = ray_constants.ENABLE_RAY_CLUSTER
-    ray_constants.ENABLE_RAY_CLUSTER = enabled
-    return previous
+    return set_cluster_mode(enabled)
 
 
 def _put_back(handlers: dict[int, Any]) -> None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ..core.markers import marker
+from ..core.markers import mark_parametrized, marker
 from ..core.session import hardware_of, under_xdist
 from ..core.usage import in_use
 
@@ -51,12 +51,8 @@ def cluster_of(config: pytest.Config) -> RayCluster:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not in_use(config):
-        return
-    for item in items:
-        callspec = getattr(item, "callspec", None)
-        if callspec is not None and callspec.params.get("executor_backend") == "ray":
-            item.add_marker(pytest.mark.hpc_ray)
+    if in_use(config):
+        mark_parametrized(items, "executor_backend", "ray", pytest.mark.hpc_ray)
 
 
 def _uses_ray(item: pytest.Item) -> bool:
@@ -133,4 +129,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
     cluster = config.stash.get(CLUSTER_KEY, None)
     if cluster is not None and not isinstance(cluster, str):
-        machine_info["hpcdemo_ray"] = cluster.as_dict()
+        from ..core.figures import RAY
+
+        machine_info[RAY] = cluster.as_dict()

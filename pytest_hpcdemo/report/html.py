@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..core import figures as keys
 from ..gate.history import GateReport, Run
 from .claims import ClaimRecord
 
@@ -27,7 +28,7 @@ def scaling_series(run: Run) -> dict[tuple[str, str], list[dict[str, Any]]]:
     """The scaling points of a run (``extra_info["scaling"]``), by workload and backend."""
     series: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for bench in run.benchmarks:
-        point = (bench.get("extra_info") or {}).get("scaling")
+        point = (bench.get("extra_info") or {}).get(keys.SCALING)
         if point:
             series.setdefault((point["workload"], point["backend"]), []).append(point)
     return series
@@ -37,7 +38,7 @@ def timing_claim_rows(run: Run) -> list[tuple[str, str, str, str, str]]:
     """(test, measurement, figure with interval, threshold, verdict) for every timing claim."""
     rows = []
     for bench in run.benchmarks:
-        claims = (bench.get("extra_info") or {}).get("claims") or {}
+        claims = (bench.get("extra_info") or {}).get(keys.CLAIMS) or {}
         for name, figures in claims.items():
             for c in figures.get("claims", []):
                 metric, _, threshold = c["claim"].partition(" ")
@@ -83,7 +84,7 @@ def memory_rows(run: Run) -> list[tuple[str, float, float]]:
     """(measurement, baseline MiB, candidate MiB) for every claim whose peak memory was recorded."""
     rows = []
     for bench in run.benchmarks:
-        for name, figures in ((bench.get("extra_info") or {}).get("claims") or {}).items():
+        for name, figures in ((bench.get("extra_info") or {}).get(keys.CLAIMS) or {}).items():
             mem = figures.get("memory")
             if mem:
                 rows.append((name, mem["baseline_peak_rss_bytes"] / 2**20,
@@ -113,13 +114,13 @@ def node_lines(run: Run) -> list[str]:
     from ..node.fingerprint import line
 
     lines = []
-    fp = run.machine_info.get("hpcdemo_fingerprint")
+    fp = run.machine_info.get(keys.FINGERPRINT)
     if fp:
         lines.append(line(fp))
         lines.append(f"Numba threading layer {fp.get('numba_threading_layer') or 'not used'}; "
                      f"MPI {fp.get('mpi_library') or 'not installed'}; "
                      f"GIL {'enabled' if fp.get('gil_enabled') else 'disabled'}")
-    saved = run.machine_info.get("hpcdemo_limits")
+    saved = run.machine_info.get(keys.LIMITS)
     if saved:
         from ..node.limits import Limits
 

@@ -1,0 +1,33 @@
+"""core/procfs.py: the /proc and /sys readers read this very process, and say None for what is not
+there instead of raising."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from pytest_hpcdemo.core import procfs
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux's /proc")
+
+
+def test_this_process_is_read(tmp_path: Path) -> None:
+    fields = procfs.stat_fields(os.getpid())
+    assert fields is not None and fields[0] in "RS" and int(fields[1]) == os.getppid()
+    assert procfs.start_time(os.getpid()) == int(fields[19])
+    assert os.getpid() in procfs.children()[os.getppid()]
+    assert procfs.cpu_ticks(os.getpid()) >= 0
+    ticks = procfs.system_cpu_ticks()
+    assert ticks is not None and len(ticks) == 8 and sum(ticks) > 0
+    assert isinstance(procfs.mapped_shared_memory(), set)
+    assert procfs.boot_id() == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+
+def test_what_is_not_there_is_none(tmp_path: Path) -> None:
+    assert procfs.read(tmp_path / "missing") is None
+    gone = 2**22 + 1  # above the kernel's largest pid
+    assert procfs.stat_fields(gone) is None and procfs.start_time(gone) is None
+    assert procfs.cpu_ticks(gone) == 0 and procfs.mapped_shared_memory(gone) == set()
