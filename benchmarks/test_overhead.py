@@ -25,7 +25,12 @@ from pathlib import Path
 
 from pytest_hpcdemo.core.measure import at_most
 
-BOUND = 1.02  # issue 13: at most 2% of the time of collecting or running the suite
+BOUND = 1.02  # issue 13: at most 2% of the time of running the suite (or of collecting numpy's)
+# Issue 17: at most 5% of a plain ``pytest --collect-only``. A suite of 3,000 one-line tests is the
+# worst case of collection: callgrind counted 3.8% more instructions with the plugin (its start-up,
+# about 115 M instructions, over a collection that does nearly nothing else), against 0.8% of
+# running the same tests; numpy's 50,634 tests, issue 13's collection case, are in the README.
+COLLECT_BOUND = 1.05
 MODULES, TESTS_PER_MODULE = 30, 100  # the issue's 3,000 trivial tests
 
 
@@ -43,13 +48,13 @@ def pytest_in(root: Path, *args: str) -> None:
                    cwd=root, env=env, check=True, capture_output=True, timeout=300)
 
 
-def test_collect_only_costs_within_two_percent(speedup, tmp_path: Path) -> None:
-    """``pytest --collect-only`` of 3,000 plain tests takes at most 2% more CPU time with the plugin
+def test_collect_only_costs_within_five_percent(speedup, tmp_path: Path) -> None:
+    """``pytest --collect-only`` of 3,000 plain tests takes at most 5% more CPU time with the plugin
     than with ``-p no:hpcdemo``: its start-up and its one pass over the items, nothing else."""
     write_plain_suite(tmp_path)
     speedup(lambda: pytest_in(tmp_path, "--collect-only"),
             lambda: pytest_in(tmp_path, "--collect-only", "-p", "no:hpcdemo"),
-            [at_most("cpu_speedup", BOUND)], cores_needed=1, budget_factor=3.0,
+            [at_most("cpu_speedup", COLLECT_BOUND)], cores_needed=1, budget_factor=3.0,
             name="collect-only, 3,000 tests: CPU with plugin / without")
 
 
