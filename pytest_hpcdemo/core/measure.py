@@ -390,6 +390,13 @@ def too_loaded(load: float | None, usable_cores: int, cores_needed: int) -> bool
     return load is not None and load > usable_cores - cores_needed + 0.5
 
 
+def mostly_contested(contested: float, rounds: float) -> bool:
+    """Other processes took the cores in at least half of a measurement's rounds: it stays
+    undecided "by load", and its saved figures (the gate's, the scaling plot's) come from loaded
+    rounds."""
+    return rounds > 0 and contested * 2 >= rounds
+
+
 # ---------------------------------------------------------------------------------------------
 # Interleaved measurement
 
@@ -506,7 +513,7 @@ class Measurement:
         if self.verdict is not Verdict.INCONCLUSIVE:
             return ""
         n_contested = len(self.rounds) - len(self.clean_rounds)
-        return "load" if self.rounds and n_contested * 2 >= len(self.rounds) else "noise"
+        return "load" if mostly_contested(n_contested, len(self.rounds)) else "noise"
 
     @property
     def leans_to_fail(self) -> bool:

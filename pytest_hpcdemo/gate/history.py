@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from ..core import figures as saved
-from ..core.measure import median
+from ..core.measure import median, mostly_contested
 from .options import BOUNDS, DEFAULT_ALPHA, DEFAULT_BUSY_LOAD, DEFAULT_MIN_EFFECT
 from .stats import adjusted, detectable_two_sample, mann_whitney_p
 
@@ -381,7 +381,7 @@ def series_of(bench: Any, index: int = 0) -> list[Series]:
         # The measurement drops rounds in which others took the cores it needs; when they were
         # the majority its figures come from loaded rounds.
         busy = f"other processes took the cores in {contested} of {rounds} rounds" \
-            if _is_number(rounds) and _is_number(contested) and rounds and contested * 2 >= rounds else ""
+            if _is_number(rounds) and _is_number(contested) and mostly_contested(contested, rounds) else ""
         for metric, op in claim_directions(figures):
             samples, problem = _claim_samples(figures, metric)
             found.append(Series(f"{name} [{claim}] {metric} {op}", metric, samples, gate, busy=busy,

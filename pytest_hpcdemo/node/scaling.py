@@ -25,7 +25,15 @@ if TYPE_CHECKING:
     from ..core.hardware import Hardware
     from .limits import Limits
 
-from ..core.measure import SINGLE_CORE_CEILING, Claim, at_least, at_most, median_ci_rank, scaling_floor
+from ..core.measure import (
+    SINGLE_CORE_CEILING,
+    Claim,
+    at_least,
+    at_most,
+    median_ci_rank,
+    mostly_contested,
+    scaling_floor,
+)
 
 SCIPY_MISSING = "scipy is not installed: pip install 'pytest-hpcdemo[report]'"
 
@@ -238,7 +246,7 @@ def record_point(extra_info: dict[str, Any], name: str, backend: str, workload: 
     point = Point(work.workers, work.efficiency(figures["speedup_median"]),
                   (work.efficiency(low), work.efficiency(high)))
     extra_info[saved.SCALING] = {"workload": workload, "backend": backend, **point.as_dict(),
-                             "contested": figures["contested_rounds"] * 2 >= figures["rounds"]}
+                             "contested": mostly_contested(figures["contested_rounds"], figures["rounds"])}
 
 
 def of_the_pool_ideal(point: dict[str, Any], limits: Limits) -> str:
