@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..core import procfs
+
 SUBNET = "10.213.0"  # 10.213.0.0/24, inside the switch namespace only
 PREFIX = "hpcdemo"
 EXIT_WAIT_S = 10.0
@@ -87,15 +89,6 @@ def pids_in(netns: str) -> list[int]:
     return [int(pid) for pid in _ip("netns", "pids", netns, check=False).stdout.split()]
 
 
-def _pid_alive(pid: int) -> bool:
-    """Running (a zombie, ended but not yet reaped, is not)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def end_processes(netns: str, timeout: float = EXIT_WAIT_S) -> list[int]:
     """SIGTERM every process in ``netns``, SIGKILL what is left after ``timeout``; the pids that
     still run after that (none, unless the kernel is stuck)."""
@@ -117,14 +110,14 @@ def remove_stale() -> list[str]:
     etc = [path.name for path in ETC_NETNS.glob(f"{PREFIX}-*")] if ETC_NETNS.is_dir() else []
     for netns in sorted(set(our_namespaces()) | set(etc)):
         owner = netns.split("-")[1]
-        if owner.isdigit() and not _pid_alive(int(owner)):
+        if owner.isdigit() and procfs.start_time(int(owner)) is None:
             end_processes(netns, timeout=2.0)
             _ip("netns", "delete", netns, check=False)
             shutil.rmtree(ETC_NETNS / netns, ignore_errors=True)
             removed.append(netns)
     for scratch in SCRATCH_ROOT.glob(f"{PREFIX}-*"):
         named = _SCRATCH_NAME.match(scratch.name)
-        if named and scratch.is_dir() and not _pid_alive(int(named.group(1))):
+        if named and scratch.is_dir() and procfs.start_time(int(named.group(1))) is None:
             shutil.rmtree(scratch, ignore_errors=True)
             removed.append(str(scratch))
     return removed
