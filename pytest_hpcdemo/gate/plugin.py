@@ -18,12 +18,19 @@ import pytest
 
 from ..core.session import under_xdist
 from ..core.usage import in_use
-from .options import add_report_option, add_threshold_options
+from .options import (
+    DEFAULT_ALPHA,
+    DEFAULT_BUSY_LOAD,
+    DEFAULT_MIN_EFFECT,
+    add_report_option,
+    add_threshold_options,
+)
 
 if TYPE_CHECKING:
     from .history import GateReport, Run, Thresholds
 
-MARKER = ("gate(min_effect=0.05, alpha=0.01, both=False, busy_load=0.5): thresholds of the "
+MARKER = (f"gate(min_effect={DEFAULT_MIN_EFFECT:g}, alpha={DEFAULT_ALPHA:g}, both=False, "
+          f"busy_load={DEFAULT_BUSY_LOAD:g}): thresholds of the "
           "performance gate (--hpc-gate) for this test's time and speedups: a change fails only when "
           "larger than min_effect and significant at alpha; both=True fails improvements too; times "
           "taken while other processes used more than busy_load cores are not compared.")
