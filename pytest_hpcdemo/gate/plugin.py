@@ -135,6 +135,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     """pytest-benchmark's file storage picks the next run number and then opens it for writing:
     two runs saving at once can take one number, and a full disk leaves a partial file. Its save
     is replaced by an exclusive, atomic one (gate.save_exclusive)."""
+    if not _saving(session.config):
+        return  # nothing will be saved: pytest-benchmark's save stays as it is, never called
     from ..core.benchmark_compat import benchmark_session
 
     storage = getattr(benchmark_session(session.config), "storage", None)
