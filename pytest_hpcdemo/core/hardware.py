@@ -123,10 +123,7 @@ def parse_cpu_list(text: str) -> set[int]:
     return cpus
 
 
-SYS_CPU = Path("/sys/devices/system/cpu")
-
-
-def physical_cores_in(cpus: set[int], sys_cpu: Path = SYS_CPU) -> int:
+def physical_cores_in(cpus: set[int], sys_cpu: Path = procfs.SYS_CPU) -> int:
     """How many physical cores the CPUs in ``cpus`` sit on: SMT siblings (hyper-threads) share one.
 
     From each CPU's topology/core_cpus_list (thread_siblings_list on older kernels), restricted to

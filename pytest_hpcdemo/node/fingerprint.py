@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from ..core.hardware import gil_state, numba_threading_layer_used, package_version
+from ..core.procfs import SYS_CPU
 from ..core.procfs import read as _read
 
-SYS_CPU = Path("/sys/devices/system/cpu")
 SYS_NODE = Path("/sys/devices/system/node")
 
 # Fields whose change makes two runs' figures incomparable (the gate refuses unless forced), and
