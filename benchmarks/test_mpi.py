@@ -14,13 +14,13 @@ import ctypes
 import shutil
 import socket
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pytest_hpcdemo.core.hardware import beside_python
 from pytest_hpcdemo.core.measure import at_least, scaling_floor
 from pytest_hpcdemo.node import limits
 
@@ -285,8 +285,7 @@ def test_allreduce_beats_reduce_then_bcast(comm, mpi_benchmark) -> None:
 
 
 def mpicc() -> str:
-    beside = Path(sys.executable).parent / "mpicc"
-    found = str(beside) if beside.exists() else shutil.which("mpicc")
+    found = beside_python("mpicc")
     if found is None:
         pytest.skip("no mpicc: pip install 'pytest-hpcdemo[mpi]' (the mpich wheel brings one)")
     return found

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from ..core.hardware import beside_python
 from .simhosts import SimHost, SimHosts, end_processes
 
 OUTPUT_TAIL = 4000
@@ -126,8 +126,7 @@ def collect(done: subprocess.CompletedProcess[str], results: Path, junit: str) -
 
 def hydra_mpiexec() -> str | None:
     """MPICH's Hydra ``mpiexec`` beside this Python (the mpich wheel's) or on PATH, else None."""
-    beside = Path(sys.executable).parent / "mpiexec"
-    found = str(beside) if beside.exists() else shutil.which("mpiexec")
+    found = beside_python("mpiexec")
     if found is None:
         return None
     try:
@@ -224,8 +223,7 @@ class RayNodes:
 
 
 def ray_executable() -> str | None:
-    beside = Path(sys.executable).parent / "ray"
-    return str(beside) if beside.exists() else shutil.which("ray")
+    return beside_python("ray")
 
 
 def ray_node_env(hosts: SimHosts) -> dict[str, str]:

@@ -186,13 +186,19 @@ class MpiInfo:
         return self.launcher is not None
 
 
+def beside_python(name: str) -> str | None:
+    """The program ``name`` installed beside this interpreter (a venv's bin, where the mpich and ray
+    wheels put theirs), else the one on PATH; None when there is neither."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else shutil.which(name)
+
+
 def detect_mpi(environ: Mapping[str, str] | None = None) -> MpiInfo:
     """The launcher's variables (pytest_hpcdemo.mpi.launch.LAUNCHER_VARS) and the installed packages."""
     from ..mpi.launch import launch_of
 
     launch = launch_of(os.environ if environ is None else environ)
-    beside = Path(sys.executable).parent / "mpirun"
-    mpirun = str(beside) if beside.exists() else shutil.which("mpirun")
+    mpirun = beside_python("mpirun")
     if launch is None:
         return MpiInfo(package_version("mpi4py"), package_version("mpich"), None, 1, 0, mpirun)
     return MpiInfo(package_version("mpi4py"), package_version("mpich"), launch.launcher, launch.size,
