@@ -5,7 +5,8 @@ across the hosts, or a driver on one host of a Ray cluster spread over them. The
 JUnit XML (outcome and skip or failure message of each test) and pytest-benchmark's JSON (the
 figures); the outer test that started it reports each inner test as its own outcome.
 
-Standard library only.
+Module-level imports: the standard library, pytest and this package (no engine: MPI and Ray run in
+the inner processes).
 """
 
 from __future__ import annotations
