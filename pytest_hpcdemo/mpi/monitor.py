@@ -89,9 +89,10 @@ def exit_events() -> socket.socket | None:
     return sock
 
 
-def read_exits(sock: socket.socket, wanted: set[int]) -> dict[int, int]:
-    """pid -> wait status of the processes in ``wanted`` whose exit events are waiting."""
-    found: dict[int, int] = {}
+def read_exits(sock: socket.socket, wanted: set[int]) -> dict[int, tuple[int, int]]:
+    """pid -> (kernel timestamp in ns, wait status) of the processes in ``wanted`` whose exit events
+    are waiting."""
+    found: dict[int, tuple[int, int]] = {}
     while True:
         try:
             data = sock.recv(1 << 16)
@@ -101,12 +102,14 @@ def read_exits(sock: socket.socket, wanted: set[int]) -> dict[int, int]:
             if exc.errno == errno.ENOBUFS:
                 continue
             return found
-        what = struct.unpack_from("=I", data, EVENT_DATA - 16)[0] if len(data) >= EVENT_DATA + 16 else None
+        if len(data) < EVENT_DATA + 16:
+            continue
+        what, _, stamp = struct.unpack_from(EVENT_HEADER, data, EVENT_DATA - struct.calcsize(EVENT_HEADER))
         if what != PROC_EVENT_EXIT:
             continue
         pid, tgid, status, _ = struct.unpack_from("=IIII", data, EVENT_DATA)
         if pid == tgid and tgid in wanted:
-            found[tgid] = status
+            found[tgid] = (stamp, status)
 
 
 def mapped_shared_memory(pid: int) -> set[str]:
@@ -115,6 +118,15 @@ def mapped_shared_memory(pid: int) -> set[str]:
     except OSError:
         return set()
     return {path for line in lines if (path := line.split(maxsplit=5)[-1]).startswith("/dev/shm/")}
+
+
+def first_to_end(gone: list[int], exits: dict[int, tuple[int, int]], pid_of: dict[int, int]) -> list[int]:
+    """The ranks among ``gone`` (all ended by the time the monitor woke) that ended first: the one
+    whose exit the kernel stamped earliest where every exit was seen (a loaded machine can wake the
+    monitor only after the launcher killed the rest), else all of them."""
+    if len(gone) > 1 and all(pid_of[rank] in exits for rank in gone):
+        return [min(gone, key=lambda rank: exits[pid_of[rank]][0])]
+    return sorted(gone)
 
 
 def watch(ranks: list[tuple[int, int, str]], base: Path, own_base: bool, notice: Path) -> None:
@@ -129,7 +141,8 @@ def watch(ranks: list[tuple[int, int, str]], base: Path, own_base: bool, notice:
     statuses: dict[int, str | None] = {}
     events = exit_events()
     rank_of = {pid: rank for rank, pid, _ in ranks}
-    exits: dict[int, int] = {}  # pid -> wait status, from the events
+    pid_of = {rank: pid for rank, pid, _ in ranks}
+    exits: dict[int, tuple[int, int]] = {}  # pid -> (timestamp, wait status), from the events
     alive = dict(pidfds)
     watched: list[Any] = [0]  # stdin, until rank 0's end closes it
     if events is not None:
@@ -153,8 +166,8 @@ def watch(ranks: list[tuple[int, int, str]], base: Path, own_base: bool, notice:
                 watched.remove(0)
         gone = [fd for fd in ready if isinstance(fd, int) and fd != 0]
         if gone and not ended_first:
-            ended_first = sorted(alive[fd] for fd in gone)
-            statuses = {rank_of_pid: describe_status(exits[pid]) if pid in exits else zombie_status(pid)
+            ended_first = first_to_end([alive[fd] for fd in gone], exits, pid_of)
+            statuses = {rank_of_pid: describe_status(exits[pid][1]) if pid in exits else zombie_status(pid)
                         for pid, rank_of_pid in rank_of.items() if rank_of_pid in ended_first}
         for fd in gone:
             del alive[fd]
