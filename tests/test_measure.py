@@ -259,6 +259,21 @@ def test_a_decision_stays_once_reached_and_its_interval_only_narrows() -> None:
     assert d_later.high <= d_early.high
 
 
+def test_a_median_that_drifted_out_of_its_interval_is_said_on_the_line() -> None:
+    """Seen on a loaded machine: ``speedup 1.59 [1.36, 1.43]``. The interval is the intersection of
+    every look's, so rounds that speed up after the early looks can move the median of all values
+    out of it; the line and the JSON say so instead of showing a figure that looks wrong."""
+    claim = at_least("speedup", 1.35)
+    ranks = measure.sequential_ranks(0.9, 1, 5, 60)
+    early = [1.4 + 0.001 * i for i in range(first_look(1))]
+    d = measure.decide_sequentially(early + [1.6] * (2 * first_look(1)), claim, ranks)
+    assert d.verdict is Verdict.HOLDS and d.median > d.high
+    assert d.drifted and d.as_dict()["drifted"] is True
+    assert "drifted: later rounds moved the median out of the interval" in d.line()
+    steady = measure.decide_sequentially(early, claim, ranks)
+    assert not steady.drifted and "drifted" not in steady.line()
+
+
 def test_figures_keep_the_keys_the_gate_reads() -> None:
     idle = Round(timing(1.0), timing(0.52, cpu=1.0))
     figures = make_measurement([idle] * first_look(1), [at_least("speedup", 1.35)]).figures()

@@ -280,10 +280,19 @@ class Decision:
     rounds: int = 0  # values the verdict was reached on (all of them while undecided)
     interval: bool = True  # False: too few values for any interval; low and high are their range
 
+    @property
+    def drifted(self) -> bool:
+        """The median of all values lies outside the interval: the interval intersects every look's,
+        and the values moved after the early looks narrowed it (the machine's speed changed during
+        the measurement). The verdict stands, as the plan counted it; the line says so."""
+        return self.interval and not math.isnan(self.median) and not self.low <= self.median <= self.high
+
     def line(self) -> str:
         spread = f"[{self.low:.2f}, {self.high:.2f}]" if self.interval else \
             f"(range {self.low:.2f}-{self.high:.2f}: too few rounds for an interval)"
-        return f"{self.claim.metric} {self.median:.2f} {spread} {self.claim.op} {self.claim.threshold:.3g}"
+        drift = " (drifted: later rounds moved the median out of the interval)" if self.drifted else ""
+        return (f"{self.claim.metric} {self.median:.2f} {spread} {self.claim.op} {self.claim.threshold:.3g}"
+                f"{drift}")
 
     @property
     def leans_to_fail(self) -> bool:
@@ -306,7 +315,8 @@ class Decision:
 
     def as_dict(self) -> dict[str, object]:
         return {"claim": str(self.claim), "verdict": self.verdict.value, "median": self.median,
-                "ci_low": self.low, "ci_high": self.high, "rounds": self.rounds, "interval": self.interval}
+                "ci_low": self.low, "ci_high": self.high, "rounds": self.rounds, "interval": self.interval,
+                "drifted": self.drifted}
 
 
 def overall(decisions: Sequence[Decision]) -> Verdict:
@@ -534,8 +544,8 @@ class Measurement:
         n_contested = len(self.rounds) - len(self.clean_rounds)
         if self.undecided_by == "load":
             return (f"other processes took the cores this claim needs in {n_contested} of "
-                    f"{len(self.rounds)} rounds (foreign load {self.foreign_load:.2f} cores, "
-                    f"{self.cores_needed} of {self.usable_cores} needed)")
+                    f"{len(self.rounds)} rounds ({self.cores_needed} of {self.usable_cores} needed; "
+                    "the line gives the foreign load)")
         contested = f", {n_contested} of {len(self.rounds)} rounds contested" if n_contested else ""
         more = self.more_needed()
         return (f"too noisy to decide within {self.elapsed_s:.1f} s at {self.confidence:.0%} "
