@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -68,13 +69,14 @@ class SpeedupMeter:
         budget_factor: float = 1.0,
         repeats: int = 1,
         same_work: bool = False,
+        expected_inflation: float = math.nan,
         run: measure.Run = measure.timed,
     ) -> measure.Measurement:
         """Interleaved rounds until the claims are decided, without recording or asserting.
 
-        ``budget_factor`` scales ``--hpc-budget`` for a claim whose rounds are slow; ``repeats``
-        and ``same_work`` are :func:`measure.measure`'s; ``run`` replaces the timing of one call
-        (the GPU chapter's device clock)."""
+        ``budget_factor`` scales ``--hpc-budget`` for a claim whose rounds are slow; ``repeats``,
+        ``same_work`` and ``expected_inflation`` are :func:`measure.measure`'s; ``run`` replaces the
+        timing of one call (the GPU chapter's device clock)."""
         settings = replace(self.settings, budget_s=self.settings.budget_s * budget_factor)
         peaks = self.memory[name] = PeakMemory(baseline, candidate)
         shown = self.progress(name) if self.progress is not None else None
@@ -82,7 +84,8 @@ class SpeedupMeter:
             return measure.measure(
                 name, baseline, candidate, claims,
                 cores_needed=cores_needed, usable_cores=self.hardware.usable_cores, settings=settings,
-                run=peaks.wrap(run), same_work=same_work, repeats=repeats, progress=shown,
+                run=peaks.wrap(run), same_work=same_work, repeats=repeats,
+                expected_inflation=expected_inflation, progress=shown,
             )
         finally:
             if shown is not None:

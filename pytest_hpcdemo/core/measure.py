@@ -479,6 +479,9 @@ class Measurement:
     elapsed_s: float = 0.0
     min_rounds: int = Settings.min_rounds  # the sequential plan's first and last looks
     max_rounds: int = Settings.max_rounds
+    # Same-work claims: the CPU inflation this session measured with every core busy on pure
+    # compute (node.limits: processes over the pool ideal); NaN where none was measured.
+    expected_inflation: float = math.nan
 
     def contested(self, r: Round) -> bool:
         """Other processes (foreign load, steal) left fewer free cores than the claim needs during
@@ -514,16 +517,44 @@ class Measurement:
 
     @property
     def verdict(self) -> Verdict:
-        return overall(self.decisions)
+        verdict = overall(self.decisions)
+        if verdict is Verdict.FAILS and self.unseen_contention:
+            return Verdict.INCONCLUSIVE
+        return verdict
+
+    @property
+    def unseen_contention(self) -> bool:
+        """A failing same-work claim whose cores delivered less than this session measured them able
+        to with every core busy (CPU inflation above :attr:`expected_inflation`), and which would not
+        fail had they delivered that: contention the machine does not report (a shared host's
+        other guests). Decided on the same rounds and plan, each round's figure scaled by its own
+        inflation over the expected one. A shortfall the machine always shows (SMT siblings, a lower
+        all-core clock) is in the expected inflation too, so it still fails."""
+        expected = self.expected_inflation
+        if not self.same_work or not expected > 0 or not self.cpu_inflation > expected:
+            return False
+        rounds = self.clean_rounds
+        failing = [d.claim for d in self._decide(rounds) if d.verdict is Verdict.FAILS]
+        if not failing:
+            return False
+        for claim in failing:
+            if claim.metric != "speedup":
+                return False
+            delivered = [r.value(claim.metric) * r.cpu_inflation / expected for r in rounds]
+            if decide_sequentially(delivered, claim, self.ranks).verdict is Verdict.FAILS:
+                return False
+        return True
 
     @property
     def undecided_by(self) -> str:
         """Why a claim stayed inconclusive: "load" (other processes took the cores it needs in most
-        rounds) or "noise" (the intervals still straddle the bound); "" once decided."""
+        rounds, or took them unseen: :attr:`unseen_contention`) or "noise" (the intervals still
+        straddle the bound); "" once decided."""
         if self.verdict is not Verdict.INCONCLUSIVE:
             return ""
         n_contested = len(self.rounds) - len(self.clean_rounds)
-        return "load" if mostly_contested(n_contested, len(self.rounds)) else "noise"
+        loaded = mostly_contested(n_contested, len(self.rounds)) or self.unseen_contention
+        return "load" if loaded else "noise"
 
     @property
     def leans_to_fail(self) -> bool:
@@ -542,6 +573,11 @@ class Measurement:
         if self.verdict is not Verdict.INCONCLUSIVE:
             return ""
         n_contested = len(self.rounds) - len(self.clean_rounds)
+        if self.unseen_contention:
+            return (f"the cores delivered less than this session measured them able to (CPU inflation "
+                    f"{self.cpu_inflation:.2f}x against {self.expected_inflation:.2f}x with every core "
+                    "busy at its start), and would not fail had they: contention the machine does not "
+                    "report, as from a shared host's other guests")
         if self.undecided_by == "load":
             return (f"other processes took the cores this claim needs in {n_contested} of "
                     f"{len(self.rounds)} rounds ({self.cores_needed} of {self.usable_cores} needed; "
@@ -589,6 +625,7 @@ class Measurement:
             "baseline_parallelism_median": median([r.baseline.parallelism for r in clean]),
             "cpu_inflation_median": median([r.cpu_inflation for r in self.rounds]),
             "cpu_inflation": self.cpu_inflation,
+            "expected_inflation": self.expected_inflation,
             "same_work": self.same_work,
             "foreign_load_median": self.foreign_load,
             "rounds": len(self.rounds),
@@ -639,6 +676,7 @@ def measure(
     run: Run = timed,
     same_work: bool = False,
     repeats: int = 1,
+    expected_inflation: float = math.nan,
     progress: Callable[[Measurement], None] | None = None,
 ) -> Measurement:
     """Measure ``baseline`` against ``candidate`` in interleaved rounds until every claim is decided.
@@ -648,7 +686,9 @@ def measure(
     fastest call: for short serial work on a shared machine, where interference only ever adds
     time and comes in bursts, so that a few-percent claim is decided at all. ``same_work`` says
     both sides do the same CPU work (a parallel claim): their CPU ratio is then reported as the
-    CPU inflation, a property of the machine's cores, not a reason to drop rounds.
+    CPU inflation, a property of the machine's cores, not a reason to drop rounds; with
+    ``expected_inflation`` (what this session measured with every core busy), a failure that only
+    inflation beyond it explains is undecided instead (:attr:`Measurement.unseen_contention`).
     Every round is a planned look of the confidence sequence (:func:`sequential_ranks`), so
     stopping as soon as every claim is decided costs no error; while any is not, measurement goes
     on until ``budget_s * extension`` seconds have passed (and the plan's first decisive look,
@@ -663,7 +703,8 @@ def measure(
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     m = Measurement(name, tuple(claims), cores_needed, usable_cores, settings.confidence, same_work,
-                    min_rounds=settings.min_rounds, max_rounds=settings.max_rounds)
+                    min_rounds=settings.min_rounds, max_rounds=settings.max_rounds,
+                    expected_inflation=expected_inflation)
     baseline(), candidate()  # warm-up: first-call costs (imports, pool start, caches) stay out
     start = clock()
     deadline = start + settings.budget_s * settings.extension

@@ -5,8 +5,10 @@ Pure functions of injected facts (core counts, measured ratios), so that a 128-c
 tested on a 2-core machine. SciPy is imported inside the fit only.
 
 Small points are strong scaling: the baseline runs all N workers' shares serially, the candidate
-the same shares on N workers, so both do the same CPU work and a round on cores slowed by
-contention the machine does not report is recognised (``same_work``). Above ``STRONG_UP_TO``
+the same shares on N workers, so both do the same CPU work (``same_work``): their CPU ratio is the
+CPU inflation, shown on the line and set against the one this session measured with every core busy
+(:func:`expected_inflation`), so that contention the machine does not report leaves a point
+undecided rather than failed. Above ``STRONG_UP_TO``
 workers a point measures **efficiency directly**: the baseline runs one worker's share serially.
 For work linear in its size, ``t_serial(W / N) / t_parallel(W) = t_serial(W) / (N t_parallel(W))``,
 the efficiency, and a round lasts about two shares whatever N is, where strong scaling would last
@@ -262,13 +264,25 @@ def of_the_pool_ideal(point: dict[str, Any], limits: Limits) -> str:
             f"{limits.pool_ideal:.2f}x measured this session{loaded}")
 
 
+def expected_inflation(limits: Limits | None) -> float:
+    """The CPU inflation this session measured with every core busy on pure compute (the limits'
+    processes over their pool ideal): what the cores deliver together as a property of the machine
+    (SMT siblings, a lower all-core clock); NaN without limits. A point that fails only because its
+    cores delivered less than that is undecided (core.measure's ``unseen_contention``); fewer workers
+    than the limits' processes inflate less, so the all-core figure only lets more failures stand."""
+    if limits is None or not limits.pool_ideal > 0:
+        return math.nan
+    return limits.processes / limits.pool_ideal
+
+
 def measure_point(speedup: Any, extra_info: dict[str, Any], backend: str, workload: str, work: PointWork,
                   one_share: Callable[[], object], parallel: Callable[[], object], physical: int,
                   scales: bool = True, limits: Limits | None = None,
                   note: Callable[[str], object] | None = None) -> None:
     """One point as its own interleaved claim through the ``speedup`` fixture (``baseline_shares``
     runs of ``one_share`` against ``parallel``), then its point recorded, whatever the verdict;
-    at the whole node, with ``limits``, its fraction of the pool ideal too (on the ``note`` line)."""
+    at the whole node, with ``limits``, its fraction of the pool ideal too (on the ``note`` line).
+    ``limits`` also give the CPU inflation a failing same-work point is set against."""
     name = f"{backend} x{work.workers}: {work.describe()}"
 
     def serial() -> None:
@@ -277,7 +291,7 @@ def measure_point(speedup: Any, extra_info: dict[str, Any], backend: str, worklo
 
     try:
         speedup(serial, parallel, claims_at(work, physical, scales), cores_needed=work.workers,
-                same_work=work.same_work, name=name)
+                same_work=work.same_work, expected_inflation=expected_inflation(limits), name=name)
     finally:
         record_point(extra_info, name, backend, workload, work)
         point = extra_info.get("scaling")
