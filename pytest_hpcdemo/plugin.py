@@ -32,6 +32,7 @@ CHAPTER_PLUGINS = {
     "ray_plugin": "ray.plugin",
     "gpu_plugin": "gpu.plugin",
     "gate_plugin": "gate.plugin",
+    "report_plugin": "report.plugin",
     "pool_guard": "core.pool_guard",
     "interrupts": "core.interrupts",
     "node_plugin": "node.plugin",

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from typing import Any
+
+AddOption = Callable[..., Any]  # pytest's OptionGroup.addoption or argparse's add_argument
 
 
 def number(expected: str, valid: Callable[[float], bool], bounds: str,

@@ -45,9 +45,10 @@ from typing import Any
 
 from ..core.measure import median
 from ..core.options import number, positive_seconds
+from ..report.options import add_report_option
 from . import history as gate
 from .history import Outcome, closing_lines
-from .options import CONTINUOUS_MIN_EFFECT, DEFAULT_ALPHA, add_report_option, add_threshold_options
+from .options import CONTINUOUS_MIN_EFFECT, DEFAULT_ALPHA, add_threshold_options
 from .stats import Paired, adjusted, paired
 
 DEFAULT_PAIRS = 10

@@ -1,5 +1,5 @@
-"""The gate's options and their defaults, defined once for the pytest plugin (``--hpc-gate-*``,
-``--hpc-report``) and the command line (``compare``, ``continuous``), as pytest-benchmark's
+"""The gate's options and their defaults, defined once for the pytest plugin (``--hpc-gate-*``)
+and the command line (``compare``, ``continuous``), as pytest-benchmark's
 ``add_*_options`` serve its plugin and its CLI: each ``add_*`` takes the ``addoption`` of a pytest
 option group or the ``add_argument`` of an argparse parser, and a prefix for the names.
 
@@ -9,9 +9,8 @@ Standard library and core/options.py only: the plugin imports it at every start-
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
-from ..core.options import number, percent_or_fraction
+from ..core.options import AddOption, number, percent_or_fraction
 
 # Against saved history (--hpc-gate, compare): a change must exceed 5% of the median.
 DEFAULT_MIN_EFFECT = 0.05
@@ -35,8 +34,6 @@ fraction = number("a fraction such as 0.05 or 5%", *BOUNDS["min_effect"], parse=
 probability = number("a probability", *BOUNDS["alpha"])
 cores = number("cores", *BOUNDS["busy_load"])
 
-AddOption = Callable[..., Any]  # pytest's OptionGroup.addoption or argparse's add_argument
-
 
 def add_threshold_options(addoption: AddOption, prefix: str = "", *,
                           min_effect: float = DEFAULT_MIN_EFFECT, busy: bool = True) -> None:
@@ -53,7 +50,3 @@ def add_threshold_options(addoption: AddOption, prefix: str = "", *,
                   help=f"do not compare times taken while other processes used more than CORES cores' "
                        f"worth of CPU (default: {DEFAULT_BUSY_LOAD:g})")
 
-
-def add_report_option(addoption: AddOption, help: str) -> None:
-    """``--hpc-report DIR``, the same name in a run and in ``continuous``."""
-    addoption("--hpc-report", default=None, metavar="DIR", help=help)

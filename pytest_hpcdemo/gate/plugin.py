@@ -1,30 +1,25 @@
-"""The performance gate and the reports inside a pytest run: ``--hpc-gate``, ``--hpc-report DIR``,
-``@pytest.mark.gate(...)``, and raw timings kept in saved runs.
+"""The performance gate inside a pytest run: ``--hpc-gate``, ``@pytest.mark.gate(...)``, the saved
+runs (raw timings kept, saved exclusively) and their history, read for the gate and the report.
 
 The baseline (and, for a report, the history) is read at start-up, before pytest-benchmark saves
 this run: a corrupt or unreadable file ends the session there with a one-line error naming it, and
 nothing is written. The verdicts come at the end, from history.py; a regression fails the session.
-Only pytest and the standard library are imported here at start-up.
+The report itself (``--hpc-report``) is report/plugin.py's. Only pytest and the standard library are
+imported here at start-up.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Generator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from ..core.session import under_xdist
 from ..core.usage import in_use
-from .options import (
-    DEFAULT_ALPHA,
-    DEFAULT_BUSY_LOAD,
-    DEFAULT_MIN_EFFECT,
-    add_report_option,
-    add_threshold_options,
-)
+from ..report.plugin import reporting
+from .options import DEFAULT_ALPHA, DEFAULT_BUSY_LOAD, DEFAULT_MIN_EFFECT, add_threshold_options
 
 if TYPE_CHECKING:
     from .history import GateReport, Run, Thresholds
@@ -37,8 +32,10 @@ MARKER = (f"gate(min_effect={DEFAULT_MIN_EFFECT:g}, alpha={DEFAULT_ALPHA:g}, bot
 
 BASELINE_KEY = pytest.StashKey["Run | None"]()
 HISTORY_KEY = pytest.StashKey["list[Run]"]()
-CURRENT_KEY = pytest.StashKey[dict[str, Any]]()
-RESULT_KEY = pytest.StashKey[list[str]]()
+CURRENT_KEY = pytest.StashKey[dict[str, Any]]()  # this run's JSON, as pytest-benchmark saved it
+THIS_RUN_KEY = pytest.StashKey["Run"]()
+GATE_KEY = pytest.StashKey["GateReport | None"]()
+RESULT_KEY = pytest.StashKey[list[str]]()  # the lines of the "hpcdemo gate" section
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -53,8 +50,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--hpc-gate-force", action="store_true",
                     help="gate even when the baseline's parallel stack differs in what changes results "
                          "(CPU model, cores, BLAS threads, MPI, Python, ...); the gate's lines say so")
-    add_report_option(group.addoption,
-                      "write scaling and history plots and a Markdown/HTML claim summary into DIR")
 
 
 def defaults_of(config: pytest.Config) -> Thresholds:
@@ -76,24 +71,21 @@ def _active(config: pytest.Config) -> bool:
 def wants_raw_timings(config: pytest.Config) -> bool:
     """Whether this run's saved JSON must keep every round's time (``stats.data``): the gate and the
     report read them."""
-    return _gating(config) or config.getoption("hpc_report") is not None
+    return _gating(config) or reporting(config)
 
 
 def _saving(config: pytest.Config) -> bool:
     return bool(config.getoption("benchmark_autosave", False) or config.getoption("benchmark_save", None))
 
 
-def _check_folders(config: pytest.Config) -> None:
-    """Storage and report folders usable before any test runs: a one-line usage error otherwise."""
+def _check_storage(config: pytest.Config) -> None:
+    """The storage folder usable before any test runs: a one-line usage error otherwise."""
     from . import history as gate
 
     storage = str(config.getoption("benchmark_storage", ""))
     is_file_storage = "://" not in storage or storage.startswith("file://")
     if storage and is_file_storage and (_saving(config) or _active(config)):
         gate.check_folder(gate.storage_path(storage), "--benchmark-storage", write=_saving(config))
-    report_dir = config.getoption("hpc_report")
-    if report_dir is not None and not under_xdist(config):
-        gate.check_folder(Path(report_dir), "--hpc-report", write=True)
 
 
 def _load_history(config: pytest.Config) -> None:
@@ -122,12 +114,12 @@ def pytest_configure(config: pytest.Config) -> None:
     from . import history as gate
 
     try:
-        _check_folders(config)
+        _check_storage(config)
         if _active(config):
             _load_history(config)
     except gate.HistoryError as exc:
         raise pytest.UsageError(str(exc)) from None
-    if _active(config):
+    if _gating(config) and not under_xdist(config):
         config.pluginmanager.register(GateSession(config), SESSION_PLUGIN)
 
 
@@ -238,6 +230,28 @@ def _current_json(config: pytest.Config) -> dict[str, Any]:
     )
 
 
+def this_run(config: pytest.Config) -> Run:
+    """This run's series, read once for the gate and the report."""
+    if THIS_RUN_KEY not in config.stash:
+        from .history import run_from_json
+
+        config.stash[THIS_RUN_KEY] = run_from_json(_current_json(config), "this run")
+    return config.stash[THIS_RUN_KEY]
+
+
+def history_of(config: pytest.Config) -> list[Run]:
+    """The saved runs read at start-up (none unless the gate or the report asked for them)."""
+    return config.stash.get(HISTORY_KEY, [])
+
+
+def gate_result(config: pytest.Config) -> GateReport | None:
+    """This run against the baseline, compared once (its lines join the gate's section); None when
+    the gate is off or had nothing to compare."""
+    if GATE_KEY not in config.stash:
+        config.stash[GATE_KEY] = _gate(config, this_run(config)) if _gating(config) else None
+    return config.stash[GATE_KEY]
+
+
 def _gate(config: pytest.Config, current: Run) -> GateReport | None:
     from .history import compare
 
@@ -250,8 +264,7 @@ def _gate(config: pytest.Config, current: Run) -> GateReport | None:
     if not current.benchmarks:
         lines.append("no benchmark ran in this session: nothing to compare, the gate passes")
         return None
-    history: list[Run] = config.stash.get(HISTORY_KEY, [])
-    result = compare(baseline, current, defaults_of(config), history,
+    result = compare(baseline, current, defaults_of(config), history_of(config),
                      force=config.getoption("hpc_gate_force"))
     lines.extend(result.lines())
     return result
@@ -261,21 +274,17 @@ SESSION_PLUGIN = "hpcdemo.gate_session"
 
 
 class GateSession:
-    """The gate and the report of a session that asked for them (``--hpc-gate``, ``--hpc-report``):
-    registered as a plugin only then, at configuration (pytest-xdist's DSession pattern), so that
-    its hooks need no "is the gate on" guard; unregistered after collection when the session does
-    not use this plugin."""
+    """The gate of a session that asked for it (``--hpc-gate``): registered as a plugin only then,
+    at configuration (pytest-xdist's DSession pattern), so that its hooks need no "is the gate on"
+    guard; unregistered after collection when the session does not use this plugin."""
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        """The verdicts against the baseline (a regression fails the session) and the report."""
+        """The verdicts against the baseline: a regression fails the session."""
         config = self.config
-        from .history import run_from_json
-
-        current = run_from_json(_current_json(config), "this run")
-        result = _gate(config, current) if _gating(config) else None
+        result = gate_result(config)
         strict_fail = (result is not None and result.mostly_not_compared
                        and config.getoption("hpc_strict", False))
         if strict_fail:
@@ -283,21 +292,14 @@ class GateSession:
                 "--hpc-strict: most series were not compared: the gate fails")
         if result is not None and (result.failed or strict_fail) and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        report_dir = config.getoption("hpc_report")
-        if report_dir is not None:
-            from ..core.session import claim_log, has_claims
-            from ..report.html import write_report
 
-            claims = list(claim_log(config).records.values()) if has_claims(config) else []
-            history: list[Run] = config.stash.get(HISTORY_KEY, [])
-            written = write_report(Path(report_dir), current, history, result, claims)
-            config.stash.setdefault(RESULT_KEY, []).append(
-                f"report: {', '.join(str(p) for p in written)}")
 
-    @pytest.hookimpl(trylast=True)  # after the claims' summary
-    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        lines = self.config.stash.get(RESULT_KEY, [])
-        if lines:
-            terminalreporter.section("hpcdemo gate")
-        for line in lines:
-            terminalreporter.write_line(line)
+@pytest.hookimpl(trylast=True)  # after the claims' summary
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """The gate's section: unreadable history files, the verdicts, the report's files (only a
+    session that asked for the gate or the report has any)."""
+    lines = config.stash.get(RESULT_KEY, [])
+    if lines:
+        terminalreporter.section("hpcdemo gate")
+    for line in lines:
+        terminalreporter.write_line(line)
