@@ -15,7 +15,16 @@ import pytest
 
 from .core import markers, usage
 from .core.options import number, positive_seconds
-from .core.session import OPTIONS_KEY, STRICT_KEY, Options, claim_log, hardware_of, has_claims, under_xdist
+from .core.session import (
+    OPTIONS_KEY,
+    STRICT_KEY,
+    Options,
+    claim_log,
+    hardware_of,
+    has_claims,
+    session_plugins,
+    under_xdist,
+)
 
 _confidence = number("a probability", lambda v: 0.5 <= v < 1, "at least 0.5 and below 1")
 _share = number("a share", lambda v: 0 <= v <= 1, "from 0 to 1")
@@ -106,12 +115,13 @@ CLAIM_FIXTURES = TIMING_FIXTURES | {"claim"}  # a test that takes one is on the 
 
 
 def _step_aside(config: pytest.Config) -> None:
-    """Unregister this plugin and its chapter modules (their fixtures stay defined): nothing of
-    ours runs in the tests of a session that does not use us."""
+    """Unregister this plugin, its chapter modules (their fixtures stay defined) and the chapters'
+    session objects: nothing of ours runs in the tests of a session that does not use us."""
     manager = config.pluginmanager
-    for name in CHAPTER_PLUGINS:
-        plugin = manager.get_plugin(f"hpcdemo.{name}")
-        if plugin is not None and name != "fixtures":
+    names = [f"hpcdemo.{name}" for name in CHAPTER_PLUGINS if name != "fixtures"]
+    for name in [*names, *session_plugins(config)]:
+        plugin = manager.get_plugin(name)
+        if plugin is not None:
             manager.unregister(plugin)
     manager.unregister(sys.modules[__name__])
 

@@ -69,6 +69,24 @@ def strict_failure(config: pytest.Config) -> str | None:
     return why
 
 
+SESSION_PLUGINS_KEY = pytest.StashKey[list[str]]()
+
+
+def register_session(config: pytest.Config, plugin: object, name: str) -> None:
+    """Register a chapter's session object as a plugin, which a chapter does only when it is active
+    (pytest-xdist's DSession pattern): its hooks need no "am I active" guard. A session that does
+    not use this plugin has them unregistered after collection, with the chapter modules."""
+    config.pluginmanager.register(plugin, name)
+    names = config.stash.setdefault(SESSION_PLUGINS_KEY, [])
+    if name not in names:
+        names.append(name)
+
+
+def session_plugins(config: pytest.Config) -> list[str]:
+    """The names of the chapters' session objects registered so far."""
+    return config.stash.get(SESSION_PLUGINS_KEY, [])
+
+
 def hardware_of(config: pytest.Config) -> Hardware:
     """Detected on first use and cached for the process."""
     from .hardware import detect_cached

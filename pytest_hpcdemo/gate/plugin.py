@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ..core.session import under_xdist
+from ..core.session import register_session, under_xdist
 from ..core.usage import in_use
 from ..report.plugin import reporting
 from .options import DEFAULT_ALPHA, DEFAULT_BUSY_LOAD, DEFAULT_MIN_EFFECT, add_threshold_options
@@ -120,7 +120,7 @@ def pytest_configure(config: pytest.Config) -> None:
     except gate.HistoryError as exc:
         raise pytest.UsageError(str(exc)) from None
     if _gating(config) and not under_xdist(config):
-        config.pluginmanager.register(GateSession(config), SESSION_PLUGIN)
+        register_session(config, GateSession(config), SESSION_PLUGIN)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -164,9 +164,6 @@ def gate_thresholds(marker: pytest.Mark) -> dict[str, Any]:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not in_use(config):  # a session that does not use us: the gate steps aside with the plugin
-        gate_session = config.pluginmanager.get_plugin(SESSION_PLUGIN)
-        if gate_session is not None:
-            config.pluginmanager.unregister(gate_session)
         return
     for item in items:
         marker = item.get_closest_marker("gate")
@@ -275,8 +272,8 @@ SESSION_PLUGIN = "hpcdemo.gate_session"
 
 class GateSession:
     """The gate of a session that asked for it (``--hpc-gate``): registered as a plugin only then,
-    at configuration (pytest-xdist's DSession pattern), so that its hooks need no "is the gate on"
-    guard; unregistered after collection when the session does not use this plugin."""
+    at configuration (core.session.register_session), so that its hooks need no "is the gate on"
+    guard."""
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config

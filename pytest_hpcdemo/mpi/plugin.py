@@ -19,12 +19,12 @@ import re
 import sys
 from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import pytest
 
 from ..core.options import positive_seconds
-from ..core.session import under_xdist
+from ..core.session import register_session, under_xdist
 from ..core.usage import has_pytest_mpi, in_use, opted_in
 from .launch import launch_of, yield_when_idle
 
@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # the session module itself only under a launcher
 
 SESSION_KEY = pytest.StashKey["MpiSession | None"]()
 HOSTS_KEY = pytest.StashKey[list[tuple[str, int]]]()  # each rank's (host, usable cores)
-STDOUT_KEY = pytest.StashKey[Any]()  # rank > 0: sys.stdout while the terminal reporter is made
+SESSION_PLUGIN = "hpcdemo.mpi_session"
 DEFAULT_DEADLINE_S = 60.0  # for mpi_benchmark tests only, whose rounds --hpc-budget bounds
 
 
@@ -88,9 +88,11 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     config.option.basetemp = str(session.rank_tmp)
     config.stash[HOSTS_KEY] = _hosts_of_ranks(session, config)
+    stdout = None
     if session.rank != 0:  # the terminal reporter writes nowhere: rank 0 reports for all
-        config.stash[STDOUT_KEY] = sys.stdout
+        stdout = sys.stdout
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (the reporter keeps it for the session)
+    register_session(config, MpiSessionPlugin(session, stdout), SESSION_PLUGIN)
 
 
 def _hosts_of_ranks(session: MpiSession, config: pytest.Config) -> list[tuple[str, int]]:
@@ -127,32 +129,19 @@ def hosts_line(hosts: Sequence[tuple[str, int]]) -> str:
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionstart(session: pytest.Session) -> None:
     config = session.config
-    if STDOUT_KEY in config.stash:
-        sys.stdout = config.stash[STDOUT_KEY]
     only_mpi = getattr(config.option, "only_mpi", False)
     if opted_in(config) and hasattr(config.option, "with_mpi") and not only_mpi:
         config.option.with_mpi = True  # pytest-mpi: MPI tests are enabled; this plugin skips with reasons
-    from ..core.benchmark_compat import benchmark_session
-
-    benchmarks = benchmark_session(config)
-    mpi = session_of(config)
-    if mpi is not None and mpi.rank != 0 and benchmarks is not None:
-        benchmarks.disabled = True  # rank 0 alone saves pytest-benchmark's entries
-        benchmarks.save = benchmarks.autosave = benchmarks.json = None
 
 
+# Here rather than on MpiSessionPlugin: pytest shows the header hooks' lines in the order their
+# plugins were registered, and this module's place (before the suite's conftest files) is kept.
 def pytest_report_header(config: pytest.Config) -> list[str]:
     """Rank 0's header under a launcher: ranks by host (ranks and usable cores), then rank -> host:pid."""
     session = session_of(config)
     hosts: list[tuple[str, int]] | None = config.stash.get(HOSTS_KEY, None)
     lines = [hosts_line(hosts)] if hosts is not None else []
     return [*lines, session.ranks_line()] if session is not None else lines
-
-
-def pytest_unconfigure(config: pytest.Config) -> None:
-    session = session_of(config)
-    if session is not None:
-        session.close()
 
 
 @pytest.hookimpl(trylast=True)
@@ -177,14 +166,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason=reason))
 
 
-def pytest_collection_finish(session: pytest.Session) -> None:
-    mpi = session_of(session.config)
-    if mpi is not None:
-        mismatch = mpi.collection_mismatch([item.nodeid for item in session.items], session.testsfailed)
-        if mismatch is not None:  # on ranks other than 0 an error that prints nothing
-            raise pytest.UsageError(*[mismatch] if mismatch else [])
-
-
 def _deadline(item: pytest.Item) -> float | None:
     """The marker's deadline, else --mpi-deadline, else the default for an ``mpi_benchmark`` test;
     None (no deadline) for any other test, so that a long test of a user's is never aborted."""
@@ -198,19 +179,6 @@ def _deadline(item: pytest.Item) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise pytest.UsageError(f"@pytest.mark.mpi(deadline=...) takes seconds > 0, got {value!r}")
     return float(value)
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
-    mpi = session_of(item.config)
-    if mpi is None:
-        return (yield)
-    seconds = _deadline(item)
-    if seconds is None:
-        return (yield)
-    with mpi.watchdog.armed(seconds, f"{item.nodeid} ran past its deadline of {seconds:g} s "
-                                     "(--mpi-deadline, or the marker mpi(deadline=S))"):
-        return (yield)
 
 
 def _text(report: pytest.TestReport) -> str:
@@ -242,21 +210,54 @@ def _agree(mpi: MpiSession, report: pytest.TestReport) -> None:
         report.longrepr = (path, (lineno or 0) + 1, f"skipped on rank {rank} of {mpi.size}: {reason}")
 
 
-@pytest.hookimpl(wrapper=True, trylast=True)  # innermost: the other wrappers see the agreed report
-def pytest_runtest_makereport(item: pytest.Item) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    report = yield
-    mpi = session_of(item.config)
-    if mpi is not None and mpi.size > 1:
-        _agree(mpi, report)
-    return report
+class MpiSessionPlugin:
+    """The hooks of an MPI session (under a launcher, or ``--with-mpi``): registered as a plugin only
+    then, at configuration (core.session.register_session), so that they need no "under MPI?" guard.
+    ``stdout``: on a rank other than 0, sys.stdout while the terminal reporter is made."""
 
+    def __init__(self, mpi: MpiSession, stdout: TextIO | None) -> None:
+        self.mpi = mpi
+        self.stdout = stdout
 
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_sessionfinish(session: pytest.Session) -> Generator[None, None, None]:
-    mpi = session_of(session.config)
-    if mpi is not None:
-        session.exitstatus = mpi.agree_exitstatus(session.exitstatus)  # every rank exits alike
-    return (yield)
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        if self.stdout is not None:
+            sys.stdout = self.stdout
+        from ..core.benchmark_compat import benchmark_session
+
+        benchmarks = benchmark_session(session.config)
+        if self.mpi.rank != 0 and benchmarks is not None:
+            benchmarks.disabled = True  # rank 0 alone saves pytest-benchmark's entries
+            benchmarks.save = benchmarks.autosave = benchmarks.json = None
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        mismatch = self.mpi.collection_mismatch([item.nodeid for item in session.items], session.testsfailed)
+        if mismatch is not None:  # on ranks other than 0 an error that prints nothing
+            raise pytest.UsageError(*[mismatch] if mismatch else [])
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, object, object]:
+        seconds = _deadline(item)
+        if seconds is None:
+            return (yield)
+        with self.mpi.watchdog.armed(seconds, f"{item.nodeid} ran past its deadline of {seconds:g} s "
+                                              "(--mpi-deadline, or the marker mpi(deadline=S))"):
+            return (yield)
+
+    @pytest.hookimpl(wrapper=True, trylast=True)  # innermost: the other wrappers see the agreed report
+    def pytest_runtest_makereport(self) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        if self.mpi.size > 1:
+            _agree(self.mpi, report)
+        return report
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> Generator[None, None, None]:
+        session.exitstatus = self.mpi.agree_exitstatus(session.exitstatus)  # every rank exits alike
+        return (yield)
+
+    def pytest_unconfigure(self) -> None:
+        self.mpi.close()
 
 
 # ---------------------------------------------------------------------------------------------

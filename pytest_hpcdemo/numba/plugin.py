@@ -16,13 +16,12 @@ import sys
 import pytest
 
 from ..core.markers import marker
+from ..core.session import register_session
 
 LAYER_VAR = "NUMBA_THREADING_LAYER"
 FORK_SAFE_LAYER = "forksafe"
 # Layers that are, or may pick, GNU OpenMP: Numba's "default" tries tbb, then omp.
 FORK_UNSAFE_LAYERS = ("default", "omp", "threadsafe") if sys.platform.startswith("linux") else ()
-
-_LAYER_SET_KEY = pytest.StashKey[bool]()
 
 
 def fork_trap_reason(start_method: str, layer: str) -> str | None:
@@ -38,11 +37,15 @@ def pytest_configure(config: pytest.Config) -> None:
     # Set before Numba is imported (never at start-up), which reads the variable at import.
     if config.getoption("hpc_start_method") == "fork" and LAYER_VAR not in os.environ:
         os.environ[LAYER_VAR] = FORK_SAFE_LAYER
-        config.stash[_LAYER_SET_KEY] = True
+        register_session(config, ForkSafeLayer(), "hpcdemo.numba_session")
 
 
-def pytest_unconfigure(config: pytest.Config) -> None:
-    if config.stash.get(_LAYER_SET_KEY, False):
+class ForkSafeLayer:
+    """The session that set NUMBA_THREADING_LAYER (``--hpc-start-method=fork``, the variable unset):
+    registered as a plugin only then (core.session.register_session), so that its unconfigure needs
+    no "did we set it" guard."""
+
+    def pytest_unconfigure(self) -> None:
         os.environ.pop(LAYER_VAR, None)
 
 

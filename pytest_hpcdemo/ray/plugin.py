@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from ..core.markers import mark_parametrized, marker
-from ..core.session import hardware_of, under_xdist
+from ..core.session import hardware_of, register_session, under_xdist
 from ..core.usage import in_use
 
 if TYPE_CHECKING:
     from .cluster import RayCluster
 
 CLUSTER_KEY = pytest.StashKey["RayCluster | str"]()  # the cluster, or why it did not start
+SESSION_PLUGIN = "hpcdemo.ray_session"
 LAST_RAY_ITEM_KEY = pytest.StashKey[pytest.Item]()  # after its teardown the cluster is stopped
 XDIST_REASON = ("ray: each pytest-xdist worker would start its own cluster on the same cores; run Ray tests "
                 "without -n, or set RAY_ADDRESS to a cluster they share (ray start --head)")
@@ -38,15 +39,26 @@ def cluster_of(config: pytest.Config) -> RayCluster:
     the one collected last stopped it; a test errors when it cannot start."""
     current = config.stash.get(CLUSTER_KEY, None)
     if current is None or (not isinstance(current, str) and current.stop_s is not None):
-        from .cluster import start_cluster
-
-        try:
-            config.stash[CLUSTER_KEY] = start_cluster(hardware_of(config).usable_cores, _address(config))
-        except Exception as exc:
-            config.stash[CLUSTER_KEY] = f"{type(exc).__name__}: {exc}"
+        config.stash[CLUSTER_KEY] = _start(config)
     cluster = config.stash[CLUSTER_KEY]
     if isinstance(cluster, str):
         pytest.fail(f"the Ray cluster did not start: {cluster}", pytrace=False)
+    return cluster
+
+
+def _start(config: pytest.Config) -> RayCluster | str:
+    """A cluster with its RaySession registered (in place of a stopped one's), or why it did not
+    start (then no RaySession)."""
+    from .cluster import start_cluster
+
+    stopped = config.pluginmanager.get_plugin(SESSION_PLUGIN)
+    if stopped is not None:
+        config.pluginmanager.unregister(stopped)
+    try:
+        cluster = start_cluster(hardware_of(config).usable_cores, _address(config))
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    register_session(config, RaySession(config, cluster), SESSION_PLUGIN)
     return cluster
 
 
@@ -100,35 +112,35 @@ def ray_cluster(pytestconfig: pytest.Config) -> RayCluster:
     return cluster_of(pytestconfig)
 
 
-def _stop(config: pytest.Config) -> None:
-    cluster = config.stash.get(CLUSTER_KEY, None)
-    if cluster is not None and not isinstance(cluster, str) and cluster.stop_s is None:
-        cluster.stop()
+class RaySession:
+    """The hooks of a started cluster: registered as a plugin when it starts (core.session.
+    register_session), so that they need no "is there a cluster" guard. It is stopped after the
+    teardown of the last test that uses Ray, or at the end of the session."""
 
+    def __init__(self, config: pytest.Config, cluster: RayCluster) -> None:
+        self.config = config
+        self.cluster = cluster
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
-    result = yield
-    if item is item.config.stash.get(LAST_RAY_ITEM_KEY, None):
-        _stop(item.config)
-    return result
+    def _stop(self) -> None:
+        if self.cluster.stop_s is None:
+            self.cluster.stop()
 
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_teardown(self, item: pytest.Item) -> Generator[None, None, None]:
+        result = yield
+        if item is self.config.stash.get(LAST_RAY_ITEM_KEY, None):
+            self._stop()
+        return result
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    _stop(session.config)
+    def pytest_sessionfinish(self) -> None:
+        self._stop()
 
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        terminalreporter.write_line(f"hpcdemo: {self.cluster.describe()}")
+        terminalreporter.write_line(f"hpcdemo: {self.cluster.stop_line()}")
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
-    cluster = config.stash.get(CLUSTER_KEY, None)
-    if cluster is not None and not isinstance(cluster, str):
-        terminalreporter.write_line(f"hpcdemo: {cluster.describe()}")
-        terminalreporter.write_line(f"hpcdemo: {cluster.stop_line()}")
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
-    cluster = config.stash.get(CLUSTER_KEY, None)
-    if cluster is not None and not isinstance(cluster, str):
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_benchmark_update_machine_info(self, machine_info: dict[str, Any]) -> None:
         from ..core.figures import RAY
 
-        machine_info[RAY] = cluster.as_dict()
+        machine_info[RAY] = self.cluster.as_dict()

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ..core.session import under_xdist
-from ..core.usage import in_use
+from ..core.session import register_session, under_xdist
 from .options import add_report_option
 
 SESSION_PLUGIN = "hpcdemo.report_session"
@@ -41,18 +40,12 @@ def pytest_configure(config: pytest.Config) -> None:
         check_folder(folder, "--hpc-report", write=True)
     except HistoryError as exc:
         raise pytest.UsageError(str(exc)) from None
-    config.pluginmanager.register(ReportSession(config, folder), SESSION_PLUGIN)
-
-
-def pytest_collection_modifyitems(config: pytest.Config) -> None:
-    report_session = config.pluginmanager.get_plugin(SESSION_PLUGIN)
-    if report_session is not None and not in_use(config):  # it steps aside with the plugin
-        config.pluginmanager.unregister(report_session)
+    register_session(config, ReportSession(config, folder), SESSION_PLUGIN)
 
 
 class ReportSession:
     """The report of a session that asked for one: registered as a plugin only then, at
-    configuration (pytest-xdist's DSession pattern), so that its hook needs no "is a report wanted"
+    configuration (core.session.register_session), so that its hook needs no "is a report wanted"
     guard."""
 
     def __init__(self, config: pytest.Config, folder: Path) -> None:
