@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_hpcdemo.core import procfs
 from pytest_hpcdemo.node import fingerprint, limits
 
 CPUINFO_X86 = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9654 96-Core Processor\n"
@@ -67,8 +68,10 @@ def test_cache_size_from_sys(tmp_path: Path) -> None:
     for index, size in (("index0", "48K"), ("index2", "1024K"), ("index3", "32768K")):
         (tmp_path / index).mkdir()
         (tmp_path / index / "size").write_text(size + "\n")
-    assert limits.cache_bytes(tmp_path) == 32 * 2**20
-    assert limits.cache_bytes(tmp_path / "missing") == 32 * 2**20  # the fallback
+    assert procfs.cache_sizes(tmp_path) == ["48K", "1024K", "32768K"]
+    assert limits.cache_bytes(procfs.cache_sizes(tmp_path)) == 32 * 2**20
+    assert limits.cache_bytes(["2M", "40M"]) == 40 * 2**20
+    assert limits.cache_bytes(procfs.cache_sizes(tmp_path / "missing")) == 32 * 2**20  # the fallback
 
 
 def test_rates_count_bytes_as_stream_does() -> None:

@@ -55,27 +55,6 @@ def package_version(name: str) -> str | None:
     return installed_versions().get(_normalise(name))
 
 
-_read = procfs.read
-
-
-def _own_cgroup_dirs() -> list[Path]:
-    """The cgroup directories (v2 unified, then v1 cpu controller) of this process."""
-    dirs: list[Path] = []
-    text = _read("/proc/self/cgroup") or ""
-    for line in text.splitlines():
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        _, controllers, rel = parts
-        if controllers == "":
-            dirs.append(Path("/sys/fs/cgroup") / rel.lstrip("/"))
-        elif "cpu" in controllers.split(","):
-            for base in ("/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup/cpu"):
-                dirs.append(Path(base) / rel.lstrip("/"))
-    dirs.append(Path("/sys/fs/cgroup"))
-    return dirs
-
-
 def parse_cgroup_quota(cpu_max: str | None, cfs_quota: str | None, cfs_period: str | None) -> float | None:
     """Cores allowed by a cgroup quota: v2 ``cpu.max`` ("max 100000" or "150000 100000") or v1 files."""
     if cpu_max:
@@ -90,13 +69,7 @@ def parse_cgroup_quota(cpu_max: str | None, cfs_quota: str | None, cfs_period: s
 
 def cgroup_cpu_quota() -> float | None:
     """The tightest CPU quota (in cores) that applies to this process, or None when unlimited."""
-    quotas = []
-    for d in _own_cgroup_dirs():
-        q = parse_cgroup_quota(
-            _read(d / "cpu.max"), _read(d / "cpu.cfs_quota_us"), _read(d / "cpu.cfs_period_us")
-        )
-        if q is not None:
-            quotas.append(q)
+    quotas = [q for files in procfs.cgroup_cpu_limits() if (q := parse_cgroup_quota(*files)) is not None]
     return min(quotas) if quotas else None
 
 
@@ -132,7 +105,7 @@ def physical_cores_in(cpus: set[int], sys_cpu: Path = procfs.SYS_CPU) -> int:
     cores: set[frozenset[int]] = set()
     for cpu in cpus:
         topology = sys_cpu / f"cpu{cpu}" / "topology"
-        text = _read(topology / "core_cpus_list") or _read(topology / "thread_siblings_list")
+        text = procfs.read(topology / "core_cpus_list") or procfs.read(topology / "thread_siblings_list")
         try:
             siblings = parse_cpu_list(text) & cpus if text else set()
         except ValueError:
@@ -142,9 +115,9 @@ def physical_cores_in(cpus: set[int], sys_cpu: Path = procfs.SYS_CPU) -> int:
 
 
 def _memory_bytes() -> int | None:
-    for line in (_read("/proc/meminfo") or "").splitlines():
-        if line.startswith("MemTotal:"):
-            return int(line.split()[1]) * 1024
+    total_kib = procfs.meminfo_kib("MemTotal")
+    if total_kib is not None:
+        return total_kib * 1024
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
@@ -255,7 +228,7 @@ def parse_smi_devices(csv: str) -> tuple[str, ...]:
 def detect_gpu() -> GpuInfo:
     """GPUs through the driver's files and nvidia-smi: never imports CuPy, never raises."""
     cupy = _cupy_version()
-    driver_text = _read("/proc/driver/nvidia/version")
+    driver_text = procfs.nvidia_driver_version()
     if driver_text is None:
         return GpuInfo(cupy, None)
     devices: tuple[str, ...] = ()

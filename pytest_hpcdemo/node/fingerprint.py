@@ -31,14 +31,12 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
+from ..core import procfs
 from ..core.hardware import gil_state, numba_threading_layer_used, package_version
 from ..core.procfs import SYS_CPU
 from ..core.procfs import read as _read
-
-SYS_NODE = Path("/sys/devices/system/node")
 
 # Fields whose change makes two runs' figures incomparable (the gate refuses unless forced), and
 # fields that only may explain a difference (the gate notes them); see the module's docstring.
@@ -127,22 +125,18 @@ def fingerprint() -> dict[str, Any]:
     """The parallel stack of this process, as plain JSON types."""
     cpus = sorted(_affinity())
     everything = range(os.cpu_count() or 1)
-    smt = _read(SYS_CPU / "smt/active")
-    try:
-        nodes = numa_nodes(os.listdir(SYS_NODE))
-    except OSError:
-        nodes = 1
+    smt = procfs.smt_active()
     blas = _blas()
     _, gil_enabled = gil_state()
     return {
-        "cpu_model": cpu_model(_read(Path("/proc/cpuinfo")) or ""),
+        "cpu_model": cpu_model(procfs.cpuinfo() or ""),
         "logical_cores": len(everything),
         "physical_cores": len(physical_core_ids(_topology(everything), everything)),
         "usable_cpus": len(cpus),
         "usable_physical_cores": len(physical_core_ids(_topology(cpus), cpus)),
         "smt": None if smt is None else smt == "1",
-        "numa_nodes": nodes,
-        "governor": _read(SYS_CPU / "cpu0/cpufreq/scaling_governor"),
+        "numa_nodes": numa_nodes(procfs.numa_node_entries()),
+        "governor": procfs.scaling_governor(),
         "blas": blas,
         "blas_threads": max((int(p["num_threads"]) for p in blas if p.get("num_threads")), default=None),
         "numba_threading_layer": numba_threading_layer_used() or os.environ.get("NUMBA_THREADING_LAYER"),

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 from typing import Any
 
+from ..core import procfs
 from ..core.measure import foreign_load, median, system_busy_seconds, tree_cpu_seconds
 
 STREAM_BYTES_PER_ELEMENT = {"copy": 16, "triad": 24}
@@ -27,14 +27,11 @@ PYTHON_ITERATIONS = 400_000  # ~0.03 s of workloads.cpu_bound per repetition her
 MIN_ELEMENTS = 2**18  # 2 MiB arrays: still past the L2 of any core
 
 
-def cache_bytes(root: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> int:
-    """The largest cache of CPU 0 (its last level), 32 MiB when /sys does not say."""
+def cache_bytes(sizes: Iterable[str] | None = None) -> int:
+    """The largest of the cache ``sizes`` (``48K``, ``32M``; by default CPU 0's from /sys, so its
+    last level), 32 MiB when none is known."""
     largest = 0
-    for index in root.glob("index*"):
-        try:
-            text = (index / "size").read_text().strip()
-        except OSError:
-            continue
+    for text in procfs.cache_sizes() if sizes is None else sizes:
         scale = {"K": 2**10, "M": 2**20, "G": 2**30}.get(text[-1:], 1)
         largest = max(largest, int(text.rstrip("KMG")) * scale)
     return largest or 32 * 2**20

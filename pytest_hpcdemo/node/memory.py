@@ -22,23 +22,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ..core.measure import Run, Timing, _descendant_pids
+from ..core.procfs import private_kib, reset_peak, status_kib
 
 MIB = 2**20
-
-
-def _status_kib(pid: int | str, key: str) -> int | None:
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    return None
 
 
 def tree(root: int | None = None) -> list[int]:
@@ -49,38 +38,25 @@ def tree(root: int | None = None) -> list[int]:
 
 def reset_peaks(pids: Iterable[int]) -> bool:
     """Reset the resident high-water mark of each process; False where the kernel refuses."""
-    done = True
-    for pid in pids:
-        try:
-            Path(f"/proc/{pid}/clear_refs").write_text("5")
-        except FileNotFoundError:
-            continue  # exited meanwhile
-        except OSError:
-            done = False
-    return done
+    return all([reset_peak(pid) for pid in pids])  # every one reset, even after a refusal
 
 
 def peak_bytes(pids: Iterable[int]) -> int:
     """Sum of ``VmHWM`` over the processes (exited ones count 0)."""
-    return sum(_status_kib(pid, "VmHWM") or 0 for pid in pids) * 1024
+    return sum(status_kib(pid, "VmHWM") or 0 for pid in pids) * 1024
 
 
 def private_bytes(pid: int | str = "self") -> int | None:
     """Unique resident bytes of a process (USS: ``Private_Clean + Private_Dirty`` in smaps_rollup):
     what it costs beyond the pages it shares, copy-on-write ones from a fork included."""
-    try:
-        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
-    except OSError:
-        return None
-    total = sum(int(line.split()[1]) for line in text.splitlines()
-                if line.startswith(("Private_Clean:", "Private_Dirty:")))
-    return total * 1024
+    kib = private_kib(pid)
+    return None if kib is None else kib * 1024
 
 
 def anonymous_bytes(pid: int | str = "self") -> int | None:
     """Anonymous resident bytes of a process (``RssAnon``): what a private copy of data adds, where
     pages of a shared-memory block or of Ray's object store count as ``RssShmem`` instead."""
-    kib = _status_kib(pid, "RssAnon")
+    kib = status_kib(pid, "RssAnon")
     return None if kib is None else kib * 1024
 
 
@@ -121,7 +97,7 @@ def held_anonymous_bytes(data: Any, shared_name: str | None = None) -> tuple[int
 
 def supported() -> bool:
     """Whether this kernel lets this process reset and read its own high-water mark."""
-    return _status_kib(os.getpid(), "VmHWM") is not None and reset_peaks([os.getpid()])
+    return status_kib(os.getpid(), "VmHWM") is not None and reset_peaks([os.getpid()])
 
 
 @dataclass
