@@ -19,14 +19,6 @@ def test_cpu_model_from_x86_and_arm_cpuinfo() -> None:
     assert fingerprint.cpu_model("") is None
 
 
-def test_physical_cores_count_smt_siblings_once() -> None:
-    # 2 packages x 2 cores x 2 threads: CPUs 0-3 on package 0, 4-7 on package 1, siblings share core ids
-    topology = {c: (str(c // 4), str(c % 2)) for c in range(8)}
-    assert len(fingerprint.physical_core_ids(topology, range(8))) == 4
-    assert len(fingerprint.physical_core_ids(topology, [0, 2])) == 1  # siblings
-    assert len(fingerprint.physical_core_ids({}, [0, 1, 2])) == 3  # no topology: each CPU alone
-
-
 def test_numa_nodes_from_the_node_folder() -> None:
     assert fingerprint.numa_nodes(["node0", "node1", "online", "possible", "has_cpu"]) == 2
     assert fingerprint.numa_nodes([]) == 1

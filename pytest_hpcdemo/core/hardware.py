@@ -80,7 +80,8 @@ def usable_cores_from(affinity: int, quota: float | None) -> int:
     return max(1, min(affinity, math.floor(quota)))
 
 
-def _affinity_cpus() -> set[int]:
+def affinity_cpus() -> set[int]:
+    """The CPUs this process may run on (every CPU where the platform cannot say)."""
     try:
         return set(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -104,8 +105,7 @@ def physical_cores_in(cpus: set[int], sys_cpu: Path = procfs.SYS_CPU) -> int:
     """
     cores: set[frozenset[int]] = set()
     for cpu in cpus:
-        topology = sys_cpu / f"cpu{cpu}" / "topology"
-        text = procfs.read(topology / "core_cpus_list") or procfs.read(topology / "thread_siblings_list")
+        text = procfs.core_siblings(cpu, sys_cpu)
         try:
             siblings = parse_cpu_list(text) & cpus if text else set()
         except ValueError:
@@ -363,7 +363,7 @@ class Hardware:
 
 
 def detect(start_method: str | None = None) -> Hardware:
-    cpus = _affinity_cpus()
+    cpus = affinity_cpus()
     affinity = len(cpus)
     quota = cgroup_cpu_quota()
     free_threaded_build, gil_enabled = gil_state()

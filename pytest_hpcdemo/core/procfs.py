@@ -165,6 +165,13 @@ def cache_sizes(cache: Path = SYS_CPU / "cpu0/cache") -> list[str]:
     return [size for index in sorted(cache.glob("index*")) if (size := read(index / "size"))]
 
 
+def core_siblings(cpu: int, sys_cpu: Path = SYS_CPU) -> str | None:
+    """The CPUs sharing a physical core with ``cpu``, in the kernel's list format ("0,64"): its
+    ``topology/core_cpus_list``, or ``thread_siblings_list`` on older kernels."""
+    topology = sys_cpu / f"cpu{cpu}" / "topology"
+    return read(topology / "core_cpus_list") or read(topology / "thread_siblings_list")
+
+
 def smt_active() -> str | None:
     """``1`` when SMT (hyper-threading) is on, ``0`` when off."""
     return read(SYS_CPU / "smt/active")

@@ -34,9 +34,13 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..core import procfs
-from ..core.hardware import gil_state, numba_threading_layer_used, package_version
-from ..core.procfs import SYS_CPU
-from ..core.procfs import read as _read
+from ..core.hardware import (
+    affinity_cpus,
+    gil_state,
+    numba_threading_layer_used,
+    package_version,
+    physical_cores_in,
+)
 
 # Fields whose change makes two runs' figures incomparable (the gate refuses unless forced), and
 # fields that only may explain a difference (the gate notes them); see the module's docstring.
@@ -59,30 +63,6 @@ def cpu_model(cpuinfo: str) -> str | None:
             if name.strip() == key and value.strip():
                 return value.strip()
     return None
-
-
-Topology = Mapping[int, tuple[str | None, str | None]]  # CPU -> (package id, core id) from /sys
-
-
-def physical_core_ids(topology: Topology, cpus: Iterable[int]) -> set[tuple[str | None, str]]:
-    """Distinct (package, core) pairs among ``cpus``; a CPU without topology files counts alone."""
-    found = set()
-    for c in cpus:
-        package, core = topology.get(c, (None, None))
-        found.add((package, core or f"cpu{c}"))
-    return found
-
-
-def _topology(cpus: Iterable[int]) -> dict[int, tuple[str | None, str | None]]:
-    return {c: (_read(SYS_CPU / f"cpu{c}/topology/physical_package_id"),
-                _read(SYS_CPU / f"cpu{c}/topology/core_id")) for c in cpus}
-
-
-def _affinity() -> set[int]:
-    try:
-        return set(os.sched_getaffinity(0))
-    except AttributeError:
-        return set(range(os.cpu_count() or 1))
 
 
 def numa_nodes(listing: Iterable[str]) -> int:
@@ -123,17 +103,17 @@ def python() -> str:
 
 def fingerprint() -> dict[str, Any]:
     """The parallel stack of this process, as plain JSON types."""
-    cpus = sorted(_affinity())
-    everything = range(os.cpu_count() or 1)
+    cpus = affinity_cpus()
+    everything = set(range(os.cpu_count() or 1))
     smt = procfs.smt_active()
     blas = _blas()
     _, gil_enabled = gil_state()
     return {
         "cpu_model": cpu_model(procfs.cpuinfo() or ""),
         "logical_cores": len(everything),
-        "physical_cores": len(physical_core_ids(_topology(everything), everything)),
+        "physical_cores": physical_cores_in(everything),
         "usable_cpus": len(cpus),
-        "usable_physical_cores": len(physical_core_ids(_topology(cpus), cpus)),
+        "usable_physical_cores": physical_cores_in(cpus),
         "smt": None if smt is None else smt == "1",
         "numa_nodes": numa_nodes(procfs.numa_node_entries()),
         "governor": procfs.scaling_governor(),
