@@ -15,8 +15,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from .gate import continuous
-from .gate import history as gate
+from .gate import continuous, history
 from .gate.options import add_threshold_options
 
 
@@ -29,7 +28,7 @@ def parser() -> argparse.ArgumentParser:
                         "default: every saved run of this machine, oldest first")
     c.add_argument("--storage", default="file://./.benchmarks",
                    help="pytest-benchmark's storage (default: file://./.benchmarks)")
-    c.add_argument("--machine", default=gate.machine_id(),
+    c.add_argument("--machine", default=history.machine_id(),
                    help="the storage sub-folder to read (default: this interpreter's, %(default)s)")
     add_threshold_options(c.add_argument)  # the same as the plugin's --hpc-gate-*
     c.add_argument("--force", action="store_true",
@@ -42,32 +41,32 @@ def parser() -> argparse.ArgumentParser:
 
 def compare(args: argparse.Namespace) -> int:
     try:
-        thresholds = gate.Thresholds(args.min_effect, args.alpha, args.both, args.busy)
+        thresholds = history.Thresholds(args.min_effect, args.alpha, args.both, args.busy)
     except ValueError as exc:
         print(f"pytest-hpcdemo compare: {exc}", file=sys.stderr)
         return 2
     try:
-        storage = gate.storage_path(args.storage)
-        gate.check_folder(storage / args.machine, "--storage", write=False)
-        files = gate.resolve_runs(args.runs, storage, args.machine)
+        storage = history.storage_path(args.storage)
+        history.check_folder(storage / args.machine, "--storage", write=False)
+        files = history.resolve_runs(args.runs, storage, args.machine)
         if args.runs:  # named runs must all be readable
-            runs = [gate.load_run(f) for f in files]
+            runs = [history.load_run(f) for f in files]
         else:  # the whole history: an unreadable file is skipped, and named
-            runs, warnings = gate.load_history(files)
+            runs, warnings = history.load_history(files)
             for warning in warnings:
                 print(f"pytest-hpcdemo compare: {warning}", file=sys.stderr)
-    except gate.HistoryError as exc:
+    except history.HistoryError as exc:
         print(f"pytest-hpcdemo compare: {exc}", file=sys.stderr)
         return 2
     if not runs:
         print(f"no saved runs in {storage / args.machine}: nothing to compare")
         return 0
-    for line in gate.history_table(runs):
+    for line in history.history_table(runs):
         print(line)
     if len(runs) < 2:
         print("one run only: nothing to compare")
         return 0
-    result = gate.compare(runs[-2], runs[-1], thresholds, runs[:-1], force=args.force)
+    result = history.compare(runs[-2], runs[-1], thresholds, runs[:-1], force=args.force)
     for line in result.lines(verbose=args.verbose):
         print(line)
     return 1 if result.failed else 0

@@ -17,7 +17,7 @@ import pytest
 
 from pytest_hpcdemo.core import hardware, measure
 from pytest_hpcdemo.core.hardware import CudaDevice, CudaRuntime, GpuInfo
-from pytest_hpcdemo.gpu import timing as gpu
+from pytest_hpcdemo.gpu import timing
 
 
 class StandInDevice:
@@ -44,7 +44,7 @@ class StandInDevice:
 
 def test_device_clock_waits_for_the_device_before_each_reading() -> None:
     device = StandInDevice()
-    synced = gpu.DeviceClock(device.synchronize, "stand-in", clock=device.clock)
+    synced = timing.DeviceClock(device.synchronize, "stand-in", clock=device.clock)
     device.launch(0.5)  # work queued before the start reading belongs to nobody's window
     start, host_start = synced(), device.clock()
     device.launch(0.25)
@@ -55,7 +55,7 @@ def test_device_clock_waits_for_the_device_before_each_reading() -> None:
 
 
 def test_device_clock_without_a_device_is_the_host_clock() -> None:
-    clock = gpu.DeviceClock(None, "numpy")
+    clock = timing.DeviceClock(None, "numpy")
     before = time.perf_counter()
     assert before <= clock() <= time.perf_counter()
 
@@ -65,16 +65,16 @@ def test_synchronizer_comes_from_the_array_module() -> None:
     device = StandInDevice()
     runtime = SimpleNamespace(deviceSynchronize=device.synchronize)
     module = SimpleNamespace(cuda=SimpleNamespace(runtime=runtime))
-    assert gpu.synchronizer(numpy) is None
-    assert gpu.synchronizer(module) == device.synchronize  # type: ignore[arg-type]
+    assert timing.synchronizer(numpy) is None
+    assert timing.synchronizer(module) == device.synchronize  # type: ignore[arg-type]
 
 
 def test_device_run_times_the_work_and_launch_run_the_launch() -> None:
     device = StandInDevice()
-    clock = gpu.DeviceClock(device.synchronize, "stand-in", clock=device.clock)
-    assert gpu.device_run(clock)(lambda: device.launch(0.5)).wall == pytest.approx(0.5 + device.launch_s)
+    clock = timing.DeviceClock(device.synchronize, "stand-in", clock=device.clock)
+    assert timing.device_run(clock)(lambda: device.launch(0.5)).wall == pytest.approx(0.5 + device.launch_s)
     device.launch(1.0)  # left queued: launch_run drains it before its window opens
-    launched = gpu.launch_run(device.synchronize, clock=device.clock)(lambda: device.launch(0.5))
+    launched = timing.launch_run(device.synchronize, clock=device.clock)(lambda: device.launch(0.5))
     assert launched.wall == pytest.approx(device.launch_s)
     assert device.now == device.busy_until  # drained after the window: the next one starts idle
 
@@ -92,19 +92,20 @@ def test_interleaved_measurement_sees_launches_as_asynchronous() -> None:
 
     m = measure.measure("launch", work, launch, [measure.at_least("speedup", 10)], cores_needed=1,
                         usable_cores=1, clock=device.clock,
-                        run=gpu.launch_run(device.synchronize, clock=device.clock))
+                        run=timing.launch_run(device.synchronize, clock=device.clock))
     assert m.verdict is measure.Verdict.HOLDS
     assert m.figures()["speedup_median"] == pytest.approx((0.01 + device.launch_s) / device.launch_s)
 
 
 def test_geometric_sizes() -> None:
-    assert gpu.geometric_sizes(8, 2048) == [8, 16, 32, 64, 128, 256, 512, 1024, 2048]
-    assert gpu.geometric_sizes(10, 99, factor=3) == [10, 30, 90]
-    assert gpu.geometric_sizes(gpu.CROSSOVER_SMALLEST, gpu.CROSSOVER_LARGEST)[-1] == gpu.CROSSOVER_LARGEST
+    assert timing.geometric_sizes(8, 2048) == [8, 16, 32, 64, 128, 256, 512, 1024, 2048]
+    assert timing.geometric_sizes(10, 99, factor=3) == [10, 30, 90]
+    largest = timing.CROSSOVER_LARGEST
+    assert timing.geometric_sizes(timing.CROSSOVER_SMALLEST, largest)[-1] == largest
     with pytest.raises(ValueError):
-        gpu.geometric_sizes(0, 10)
+        timing.geometric_sizes(0, 10)
     with pytest.raises(ValueError):
-        gpu.geometric_sizes(4, 2)
+        timing.geometric_sizes(4, 2)
 
 
 @pytest.mark.parametrize(
@@ -118,7 +119,7 @@ def test_geometric_sizes() -> None:
     ],
 )
 def test_crossover(speedups: list[float], expected: float | None) -> None:
-    size = gpu.crossover([1, 2, 4, 8], speedups)
+    size = timing.crossover([1, 2, 4, 8], speedups)
     if expected is None:
         assert size is None
     else:
@@ -128,16 +129,16 @@ def test_crossover(speedups: list[float], expected: float | None) -> None:
 def test_crossover_rejects_bad_input() -> None:
     for sizes, speedups in [([1, 2], [1.0]), ([2, 1], [0.5, 2.0]), ([1, 2], [0.0, 2.0]), ([], [])]:
         with pytest.raises(ValueError):
-            gpu.crossover(sizes, speedups)
+            timing.crossover(sizes, speedups)
 
 
 def test_to_numpy_and_bandwidth() -> None:
 
     a = numpy.arange(3)
-    assert gpu.to_numpy(numpy, a) is a
+    assert timing.to_numpy(numpy, a) is a
     device = SimpleNamespace(asnumpy=lambda arr: ("host", arr))
-    assert gpu.to_numpy(device, a) == ("host", a)  # type: ignore[arg-type]
-    assert gpu.bandwidth(2e9, 0.5) == 4e9 and gpu.bandwidth(1.0, 0.0) == math.inf
+    assert timing.to_numpy(device, a) == ("host", a)  # type: ignore[arg-type]
+    assert timing.bandwidth(2e9, 0.5) == 4e9 and timing.bandwidth(1.0, 0.0) == math.inf
 
 
 # --- detection -------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_hpcdemo.gate import history as gate
+from pytest_hpcdemo.gate import history
 from pytest_hpcdemo.report import plots
 from pytest_hpcdemo.report.claims import ClaimRecord
 from pytest_hpcdemo.report.html import timing_claim_rows, write_report
@@ -32,11 +32,11 @@ def scaling_bench(backend: str, workers: int, speedup: float) -> dict:
             }}
 
 
-def run_with_scaling(label: str = "run") -> gate.Run:
+def run_with_scaling(label: str = "run") -> history.Run:
     f = 0.2
     benches = [scaling_bench("processes", n, plots.amdahl_speedup(f, n)) for n in (1, 2, 4)]
     benches += [scaling_bench("threads", n, 1.0) for n in (1, 2)]
-    return gate.run_from_json({"machine_info": {}, "benchmarks": benches}, label)
+    return history.run_from_json({"machine_info": {}, "benchmarks": benches}, label)
 
 
 def test_amdahl_fit_recovers_the_serial_fraction() -> None:
@@ -77,7 +77,7 @@ def test_claim_without_clean_rounds_says_so() -> None:
     bench = scaling_bench("processes", 2, 1.0)
     bench["extra_info"]["claims"]["processes x2"]["claims"][0].update(
         median=float("nan"), ci_low=float("nan"), ci_high=float("nan"), verdict="inconclusive")
-    (row,) = timing_claim_rows(gate.run_from_json({"benchmarks": [bench]}, "run"))
+    (row,) = timing_claim_rows(history.run_from_json({"benchmarks": [bench]}, "run"))
     loaded = "speedup: no round free of other processes' load (Claims: the loaded rounds)"
     assert row[2:] == (loaded, ">= 1.35", "inconclusive")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_hpcdemo.gate import history as gate
+from pytest_hpcdemo.gate import history
 from pytest_hpcdemo.node import scaling
 from pytest_hpcdemo.report.claims import ClaimRecord
 from pytest_hpcdemo.report.html import write_report
@@ -70,7 +70,7 @@ def point_bench(backend: str, workers: int, efficiency: float) -> dict:
     }
 
 
-def synthetic_run() -> gate.Run:
+def synthetic_run() -> history.Run:
     benches = [point_bench("processes", n, 1 / (0.1 * n + 0.9)) for n in scaling.points(16)]
     machine_info = {
         "hpcdemo_fingerprint": {
@@ -99,7 +99,7 @@ def synthetic_run() -> gate.Run:
             "pool_ideal": 15.2,
         },
     }
-    return gate.run_from_json({"machine_info": machine_info, "benchmarks": benches}, "this run")
+    return history.run_from_json({"machine_info": machine_info, "benchmarks": benches}, "this run")
 
 
 def run_browser(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -46,7 +46,7 @@ from typing import Any
 from ..core.measure import median
 from ..core.options import number, positive_seconds
 from ..report.options import add_report_option
-from . import history as gate
+from . import history
 from .history import Outcome, closing_lines
 from .options import CONTINUOUS_MIN_EFFECT, DEFAULT_ALPHA, add_threshold_options
 from .stats import Paired, adjusted, paired
@@ -82,12 +82,12 @@ def session_figures(data: Any, statistic: str = "median") -> dict[str, Figure]:
     """Each benchmark's ``statistic`` of its rounds (``median`` or ``min``) and each claim's median
     metric in one session's JSON (pytest-benchmark's ``--benchmark-json``); ValueError names a
     malformed file."""
-    run = gate.run_from_json(data, "session")
+    run = history.run_from_json(data, "session")
     figures: dict[str, Figure] = {}
     for bench in run.benchmarks:
         stats = bench.get("stats")
         value = stats.get(statistic) if isinstance(stats, Mapping) else None
-        if gate._is_number(value) and math.isfinite(value) and value > 0:
+        if history._is_number(value) and math.isfinite(value) and value > 0:
             figures[bench["fullname"]] = Figure(float(value), "time", False)
     for key, s in run.series.items():
         if s.kind != "time" and s.samples and s.median > 0:
@@ -119,8 +119,8 @@ class PairedChange:
             return f"{head} {self.note}"
         t = self.test
         way = "higher" if self.higher_is_better else "lower"
-        what = "time" if self.kind == "time" else gate.METRIC_WORDS.get(self.kind, f"median {self.kind}")
-        base, now = gate._fmt(self.base, self.kind), gate._fmt(self.head, self.kind)
+        what = "time" if self.kind == "time" else history.METRIC_WORDS.get(self.kind, f"median {self.kind}")
+        base, now = history._fmt(self.base, self.kind), history._fmt(self.head, self.kind)
         return (f"{head} {what} base {base}, head {now}, "
                 f"change {t.change:+.1%} [{t.low:+.1%}, {t.high:+.1%}] ({t.pairs} pairs, p={t.p_value:.2g}, "
                 f"q={self.q_value:.2g} over {self.family} series; detectable {self.detectable:.0%}; "
@@ -155,7 +155,7 @@ def compare_sessions(pairs: Sequence[SessionPair], min_effect: float = DEFAULT_M
         c = judged[i]
         outcome = Outcome.UNCHANGED
         # Memory: a change of no more than an allocator arena is never a regression (history.ARENA_BYTES).
-        moved = c.kind != gate.MEMORY or abs(c.head - c.base) > gate.ARENA_BYTES
+        moved = c.kind != history.MEMORY or abs(c.head - c.base) > history.ARENA_BYTES
         if q < alpha and abs(c.test.change) > min_effect and moved:
             worse = c.test.change < 0 if c.higher_is_better else c.test.change > 0
             outcome = Outcome.REGRESSED if worse else Outcome.IMPROVED
@@ -337,8 +337,8 @@ def _run(args: argparse.Namespace, pytest_args: Sequence[str], say: Callable[[st
     report = Path(args.hpc_report).resolve() if args.hpc_report else None
     if report is not None:
         try:
-            gate.check_folder(report, "--hpc-report", write=True)
-        except gate.HistoryError as exc:
+            history.check_folder(report, "--hpc-report", write=True)
+        except history.HistoryError as exc:
             raise ContinuousError(str(exc)) from None
     base_commit, head_commit = commits["base"] or "", commits["head"]
     names = {"base": f"{args.base} ({base_commit[:10]})",

@@ -80,29 +80,29 @@ def _saving(config: pytest.Config) -> bool:
 
 def _check_storage(config: pytest.Config) -> None:
     """The storage folder usable before any test runs: a one-line usage error otherwise."""
-    from . import history as gate
+    from .history import check_folder, storage_path
 
     storage = str(config.getoption("benchmark_storage", ""))
     is_file_storage = "://" not in storage or storage.startswith("file://")
     if storage and is_file_storage and (_saving(config) or _active(config)):
-        gate.check_folder(gate.storage_path(storage), "--benchmark-storage", write=_saving(config))
+        check_folder(storage_path(storage), "--benchmark-storage", write=_saving(config))
 
 
 def _load_history(config: pytest.Config) -> None:
     """The history, the baseline, and a warning for each unreadable file that is skipped."""
-    from . import history as gate
+    from .history import load_history, load_run, machine_id, resolve_one, saved_runs, storage_path
 
-    storage = gate.storage_path(str(config.getoption("benchmark_storage")))
-    machine = gate.machine_id()
+    storage = storage_path(str(config.getoption("benchmark_storage")))
+    machine = machine_id()
     spec = config.getoption("hpc_gate_baseline")
-    chosen = gate.resolve_one(spec, storage, machine) if spec is not None else None
-    history, warnings = gate.load_history(gate.saved_runs(storage, machine), keep=chosen)
+    chosen = resolve_one(spec, storage, machine) if spec is not None else None
+    history, warnings = load_history(saved_runs(storage, machine), keep=chosen)
     for warning in warnings:
         config.issue_config_time_warning(pytest.PytestWarning(f"hpcdemo gate: {warning}"), stacklevel=2)
     config.stash.setdefault(RESULT_KEY, []).extend(warnings)
     config.stash[HISTORY_KEY] = history
     if chosen is not None:
-        config.stash[BASELINE_KEY] = gate.load_run(chosen)
+        config.stash[BASELINE_KEY] = load_run(chosen)
     elif _gating(config):
         config.stash[BASELINE_KEY] = history[-1] if history else None
 
@@ -111,13 +111,13 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER)
     if not (_saving(config) or wants_raw_timings(config)):
         return  # no folder to check, no history to read: a plain session imports none of the gate
-    from . import history as gate
+    from .history import HistoryError
 
     try:
         _check_storage(config)
         if _active(config):
             _load_history(config)
-    except gate.HistoryError as exc:
+    except HistoryError as exc:
         raise pytest.UsageError(str(exc)) from None
     if _gating(config) and not under_xdist(config):
         register_session(config, GateSession(config), SESSION_PLUGIN)

@@ -64,7 +64,7 @@ class GpuBenchmark:
         self.clock()
 
     def warm_up(self, *calls: Callable[[], object]) -> None:
-        """Run each call ``gpu.WARMUP_CALLS`` times and wait: compile and first-launch costs stay out."""
+        """Run each call ``timing.WARMUP_CALLS`` times and wait: compile and first-launch costs stay out."""
         from .timing import WARMUP_CALLS
 
         for call in calls:
@@ -81,9 +81,9 @@ class GpuBenchmark:
     def _run(self, launch_only: bool) -> Run:
         """Each call timed by the device-synchronised clock; with ``launch_only``, by the host clock
         alone (the device drained between windows), which is what an unsynchronised timing sees."""
-        from . import timing as gpu
+        from .timing import device_run, launch_run
 
-        return gpu.launch_run(self.synchronize) if launch_only else gpu.device_run(self.clock)
+        return launch_run(self.synchronize) if launch_only else device_run(self.clock)
 
     def measure(self, baseline: Callable[[], object], candidate: Callable[[], object],
                 claims: Sequence[Claim], *, name: str, launch_only: bool = False,
