@@ -48,6 +48,14 @@ def test_amdahl_fit_recovers_the_serial_fraction() -> None:
     assert plots.amdahl_serial_fraction([(1, 0.97)]) is None  # one worker says nothing about f
 
 
+def test_one_run_is_no_history(tmp_path: Path) -> None:
+    """The main job's first run has nothing to compare: no history plot (it drew one point per series
+    under a legend of a hundred names)."""
+    pytest.importorskip("matplotlib", reason="the report's plots need: pip install 'pytest-hpcdemo[report]'")
+    written = write_report(tmp_path / "rep", run_with_scaling("this run"), [], None, [])
+    assert "history.png" not in [p.name for p in written]
+
+
 def test_report_writes_plots_and_summary(tmp_path: Path) -> None:
     current = run_with_scaling("this run")
     claims = [ClaimRecord("b.py::test_processes[x2]", "", "speedup 1.67 [1.6, 1.7] >= 1.35", "holds")]

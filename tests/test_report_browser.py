@@ -70,7 +70,7 @@ def point_bench(backend: str, workers: int, efficiency: float) -> dict:
     }
 
 
-def synthetic_run() -> history.Run:
+def synthetic_run(label: str = "this run") -> history.Run:
     benches = [point_bench("processes", n, 1 / (0.1 * n + 0.9)) for n in scaling.points(16)]
     machine_info = {
         "hpcdemo_fingerprint": {
@@ -99,7 +99,7 @@ def synthetic_run() -> history.Run:
             "pool_ideal": 15.2,
         },
     }
-    return history.run_from_json({"machine_info": machine_info, "benchmarks": benches}, "this run")
+    return history.run_from_json({"machine_info": machine_info, "benchmarks": benches}, label)
 
 
 def run_browser(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -123,7 +123,8 @@ def test_report_shows_every_plot_and_section_in_chromium(tmp_path: Path) -> None
     claims = [
         ClaimRecord("benchmarks/test_scaling.py::test_processes[x16]", "", "speedup 0.61 >= 0.36", "holds")
     ]
-    written = write_report(tmp_path / "report", synthetic_run(), [], None, claims)
+    earlier = synthetic_run("0001_earlier")
+    written = write_report(tmp_path / "report", synthetic_run(), [earlier], None, claims)
     html = written[1]
     pngs = [p for p in written if p.suffix == ".png"]
     assert [p.name for p in pngs] == [

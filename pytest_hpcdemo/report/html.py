@@ -180,7 +180,7 @@ def write_report(folder: Path, current: Run, history: Sequence[Run], gate: GateR
             plots.memory_plot(memory, path)
             images.append(("peak resident memory of each claim's baseline and candidate", path))
         runs = [*history, current] if current.benchmarks else list(history)
-        if runs:
+        if len(runs) > 1:  # one run is no history
             path = folder / "history.png"
             plots.trend_plot(runs, path)
             images.append((f"history of {len(runs)} runs (the last is this one)", path))

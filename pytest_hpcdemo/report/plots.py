@@ -80,26 +80,44 @@ def short_label(label: str) -> str:
     return f"{found[1]} {found[2]}-{found[3]} {found[4]}:{found[5]}" if found else label
 
 
+# Series a panel of the history plot names in its legend: those that moved most from the first run
+# to the last; more would make the legend unreadable (a full run has a hundred series).
+LABELLED_SERIES = 10
+
+
 def trend_plot(runs: Sequence[Run], path: Path) -> None:
     """Each benchmark's median time relative to its first run, each claim's median metric
     (speedup, parallelism), and, where recorded, each claim's median peak RSS growth per call in
     MiB (the memory the gate compares), one panel each. Hollow markers: the machine was too busy
-    for the gate to compare that run."""
+    for the gate to compare that run. Each panel's legend names the :data:`LABELLED_SERIES` that
+    moved most."""
     plt = _pyplot()
     keys = {k: s.kind for run in runs for k, s in run.series.items() if s.samples}
     with_memory = MEMORY in keys.values()
     panels = 3 if with_memory else 2
     fig, axes = plt.subplots(panels, 1, figsize=(10, 3.2 * panels), sharex=True)
     times, ratios = axes[0], axes[1]
+    drawn: dict[Any, list[tuple[float, str, list[tuple[int, float, bool]], float]]] = {}
     for key, kind in keys.items():
         points = [(i, s.median, bool(s.busy_reason(DEFAULT_BUSY_LOAD))) for i, run in enumerate(runs)
                   if (s := run.series.get(key)) is not None and s.samples]
         ax = times if kind == "time" else axes[2] if kind == MEMORY else ratios
         scale = points[0][1] if kind == "time" else 2**20 if kind == MEMORY else 1.0
-        (line,) = ax.plot([p[0] for p in points], [p[1] / scale for p in points], "-",
-                          label=key.rpartition("::")[2])
-        for x, y, busy in points:
-            ax.plot(x, y / scale, "o", color=line.get_color(), mfc="white" if busy else line.get_color())
+        moved = abs(math.log(points[-1][1] / points[0][1])) if points[0][1] > 0 and points[-1][1] > 0 else 0.0
+        drawn.setdefault(ax, []).append((moved, key.rpartition("::")[2], points, scale))
+    for ax, series in drawn.items():
+        series.sort(key=lambda s: -s[0])
+        for rank, (_, label, points, scale) in enumerate(series):
+            named = rank < LABELLED_SERIES  # the rest drawn faint and unlabelled: a legend must stay readable
+            (line,) = ax.plot([p[0] for p in points], [p[1] / scale for p in points], "-",
+                              label=label if named else None, color=None if named else "lightgrey",
+                              zorder=2 if named else 1)
+            for x, y, busy in points:
+                ax.plot(x, y / scale, "o", color=line.get_color(), mfc="white" if busy else line.get_color(),
+                        zorder=line.get_zorder())
+        if len(series) > LABELLED_SERIES:
+            ax.plot([], [], "-", color="lightgrey",
+                    label=f"{len(series) - LABELLED_SERIES} more series, which moved less")
     times.axhline(1.0, color="grey", lw=0.8)
     times.set_ylabel("median time / first run's")
     ratios.set_ylabel("median of the claim's metric\n(speedup, parallelism)")
