@@ -116,6 +116,9 @@ def test_record_point_turns_the_measured_ratio_into_efficiency() -> None:
     direct: dict = {"claims": {"p x128": {**figures, "speedup_median": 0.5, "candidate_s": [0.4] * 5}}}
     scaling.record_point(direct, "p x128", "processes", "cpu", scaling.work_per_point(128, 10))
     assert direct["scaling"]["efficiency"] == pytest.approx(0.5) and direct["scaling"]["speedup"] == 64
+    unseen: dict = {"claims": {"p x2": {**figures, "undecided_by": "load"}}}  # contention /proc missed
+    scaling.record_point(unseen, "p x2", "processes", "cpu", scaling.work_per_point(2, 10))
+    assert unseen["scaling"]["contested"] is True  # drawn hollow, out of the fit
 
 
 @pytest.mark.parametrize("cores, workers", [(1, 1), (2, 2), (4, 4), (16, 4), (128, 4)])

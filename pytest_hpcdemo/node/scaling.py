@@ -233,7 +233,8 @@ def claims_at(work: PointWork, physical: int, scales: bool = True) -> list[Claim
 def record_point(extra_info: dict[str, Any], name: str, backend: str, workload: str, work: PointWork) -> None:
     """The point the report draws (``extra_info["scaling"]``), from the figures the measurement
     saved under ``name`` (also when it was skipped): the efficiency's median and interval over the
-    clean rounds, and whether other processes took the cores in most rounds."""
+    clean rounds, and whether other processes took the cores (in most rounds, or unseen: the claim
+    was left undecided by load), which the plot draws hollow and leaves out of the fit."""
     from ..core import figures as saved
 
     figures = extra_info.get(saved.CLAIMS, {}).get(name)
@@ -247,8 +248,10 @@ def record_point(extra_info: dict[str, Any], name: str, backend: str, workload: 
     low, high = (ratios[k - 1], ratios[-k]) if k else (ratios[0], ratios[-1])
     point = Point(work.workers, work.efficiency(figures["speedup_median"]),
                   (work.efficiency(low), work.efficiency(high)))
+    busy = figures.get("undecided_by") == "load" or \
+        mostly_contested(figures["contested_rounds"], figures["rounds"])
     extra_info[saved.SCALING] = {"workload": workload, "backend": backend, **point.as_dict(),
-                             "contested": mostly_contested(figures["contested_rounds"], figures["rounds"])}
+                                 "contested": busy}
 
 
 def of_the_pool_ideal(point: dict[str, Any], limits: Limits) -> str:
