@@ -124,7 +124,9 @@ def test_processes_speed_up_cpu_bound_work(speedup, hardware, pytestconfig) -> N
     """The same CPU-bound work on N processes is faster than serial and uses N cores: processes
     have one GIL each. (The guide stops at threads; this is the way round the GIL it implies.) Up
     to scaling.CHAPTER_WORKERS processes (why: scaling.chapter_workers); the whole node is
-    benchmarks/test_scaling.py's."""
+    benchmarks/test_scaling.py's. Twice the budget: its rounds vary more than the other claims'
+    (the pool's CPU inflation moves from round to round); with one, 7 of 20 idle runs here ended
+    undecided at about 27 rounds, each "about 6-12 more rounds (~2-5 s) would likely decide it"."""
     workers = scaling.chapter_workers(hardware.usable_cores)
     make_pool = make_process_pool_factory(pytestconfig.getoption("hpc_start_method"))
     with bounded(make_pool(workers)) as pool:
@@ -137,7 +139,8 @@ def test_processes_speed_up_cpu_bound_work(speedup, hardware, pytestconfig) -> N
 
         floor = scaling_floor(min(workers, hardware.cpu_bound_cores))
         speedup(serial, parallel, [at_least("speedup", floor), at_least("parallelism", floor)],
-                cores_needed=workers, same_work=True, name=f"processes x{workers} vs serial")
+                cores_needed=workers, same_work=True, name=f"processes x{workers} vs serial",
+                budget_factor=2.0)
 
 
 @pytest.mark.cores(2)
