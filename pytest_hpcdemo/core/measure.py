@@ -517,8 +517,9 @@ class Measurement:
 
     @property
     def verdict(self) -> Verdict:
-        verdict = overall(self.decisions)
-        if verdict is Verdict.FAILS and self.unseen_contention:
+        decisions = self.decisions
+        verdict = overall(decisions)
+        if verdict is Verdict.FAILS and self._inflation_explains(decisions):
             return Verdict.INCONCLUSIVE
         return verdict
 
@@ -530,17 +531,19 @@ class Measurement:
         other guests). Decided on the same rounds and plan, each round's figure scaled by its own
         inflation over the expected one. A shortfall the machine always shows (SMT siblings, a lower
         all-core clock) is in the expected inflation too, so it still fails."""
+        return self._inflation_explains(self.decisions)
+
+    def _inflation_explains(self, decisions: Sequence[Decision]) -> bool:
+        """:attr:`unseen_contention` for the clean rounds' ``decisions`` (computed once by the caller)."""
         expected = self.expected_inflation
-        if not self.same_work or not expected > 0 or not self.cpu_inflation > expected:
+        failing = [d.claim for d in decisions if d.verdict is Verdict.FAILS]
+        if not failing or not self.same_work or not expected > 0 or not self.cpu_inflation > expected:
             return False
         rounds = self.clean_rounds
-        failing = [d.claim for d in self._decide(rounds) if d.verdict is Verdict.FAILS]
-        if not failing:
-            return False
         for claim in failing:
             if claim.metric != "speedup":
                 return False
-            delivered = [r.value(claim.metric) * r.cpu_inflation / expected for r in rounds]
+            delivered = [r.speedup * r.cpu_inflation / expected for r in rounds]
             if decide_sequentially(delivered, claim, self.ranks).verdict is Verdict.FAILS:
                 return False
         return True
